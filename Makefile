@@ -1,0 +1,70 @@
+# chatsite: `make run` serves the site, `make test` runs every test.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The tests talk to real PostgreSQL and Redis; override to point elsewhere.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-unit test-browser lint format typecheck migrate cluster cluster-down bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/activate
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/activate
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+migrate: $(VENV)/.installed ## apply database migrations
+	$(BIN)/python manage.py migrate --noinput
+
+run: $(VENV)/.installed ## set up and serve the site on http://127.0.0.1:8000
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v 0
+	@echo
+	@echo "  chatsite is starting on http://$(HOST):$(PORT)/"
+	@echo "  1. Open http://$(HOST):$(PORT)/accounts/signup/ and create an account."
+	@echo "  2. Without OPENAI_API_KEY the offline demo model answers. For a real model,"
+	@echo "     copy .env.example to .env and set OPENAI_API_KEY (and OPENAI_BASE_URL for"
+	@echo "     llama.cpp, Ollama, vLLM...), CHAT_MODELS and DEFAULT_CHAT_MODEL."
+	@echo "  3. Staff: $(BIN)/python manage.py createsuperuser, then /admin/."
+	@echo
+	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+browser-deps:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null || \
+	  { echo "could not install chromium (need root or: sudo apt-get install chromium)"; exit 1; }; }
+
+test: $(VENV)/.installed-dev browser-deps ## run every test (unit, consumer, e2e, browser)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  $(BIN)/python -m pytest -m "not browser" -q $(PYTEST_ARGS)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  DJANGO_ALLOW_ASYNC_UNSAFE=true $(BIN)/python -m pytest -m browser -q -p no:asyncio $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(VENV)/.installed-dev ## mypy on services, selectors, gateways, consumers
+	$(BIN)/mypy
+
+clean: ## remove the virtualenv, the SQLite file and collected static files
+	rm -rf $(VENV) db.sqlite3* staticfiles

@@ -1,0 +1,245 @@
+"""Settings for chatsite, all read from the environment (and `.env` when present).
+
+Every variable is listed in `.env.example`. The embedded defaults run the whole site
+on one machine with nothing else installed: SQLite, the in-memory channel layer,
+local media and the offline demo model.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# An operator's environment wins over the file; the file is a convenience for dev.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SECRET_KEY = env.str(
+    "DJANGO_SECRET_KEY", default="insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
+)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",  # must precede staticfiles so `runserver` is the ASGI one
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "storages",
+    "conversations",
+    "imaging",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chatsite.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+# Reuse connections between requests; the reply stream's few writes benefit too.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several writers (generation tasks, requests) share one file: wait, don't fail.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    # A file, not memory, so end-to-end tests can share it with a daphne subprocess.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            # Pub/sub layer: ~0.3 ms per group_send against 1-4 ms for the list-based
+            # layer (STACK.md gotcha 3); fan-out to tabs is the hot path.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # redis-py 8 defaults to 5 s and drops idle sockets (channels_redis#422).
+                        "socket_timeout": None,
+                        # the async pool fails at once past 100 by default.
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=1000),
+                    }
+                ],
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"  # Django's default is America/Chicago
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "media/"
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
+
+# --- Storage: local media by default; Aliyun OSS (or any S3-compatible store) -----
+OSS_BUCKET = env.str("OSS_BUCKET", default="")
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default=OSS_BUCKET)
+_oss_region = env.str("OSS_REGION", default="")
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default=_oss_region) or None
+AWS_S3_ENDPOINT_URL = env.str(
+    "AWS_S3_ENDPOINT_URL",
+    default=env.str("OSS_ENDPOINT", default="")
+    or (f"https://s3.oss-{_oss_region}.aliyuncs.com" if _oss_region and OSS_BUCKET else ""),
+) or None
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default=env.str("OSS_ACCESS_KEY_ID", default=""))
+AWS_SECRET_ACCESS_KEY = env.str(
+    "AWS_SECRET_ACCESS_KEY", default=env.str("OSS_ACCESS_KEY_SECRET", default="")
+)
+_static_storage = {
+    "BACKEND": env.str(
+        "STATICFILES_BACKEND",
+        default="whitenoise.storage.CompressedManifestStaticFilesStorage",
+    )
+}
+if AWS_STORAGE_BUCKET_NAME:
+    from botocore.config import Config as _BotoConfig
+
+    STORAGES = {
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": AWS_STORAGE_BUCKET_NAME,
+                "endpoint_url": AWS_S3_ENDPOINT_URL,
+                "region_name": AWS_S3_REGION_NAME,
+                "access_key": AWS_ACCESS_KEY_ID,
+                "secret_key": AWS_SECRET_ACCESS_KEY,
+                "default_acl": None,
+                "querystring_auth": True,
+                "querystring_expire": env.int("IMAGE_URL_EXPIRE_SECONDS", default=300),
+                "file_overwrite": False,
+                # OSS rejects aws-chunked uploads; a client_config replaces the
+                # addressing_style/signature_version options (STACK.md gotcha 9).
+                "client_config": _BotoConfig(
+                    s3={"addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="virtual")},
+                    signature_version="s3v4",
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            },
+        },
+        "staticfiles": _static_storage,
+    }
+else:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": _static_storage,
+    }
+
+# --- Models --------------------------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+# "name" or "name:context_tokens", comma separated.
+CHAT_MODELS = env.str("CHAT_MODELS", default="")
+DEFAULT_CHAT_MODEL = env.str("DEFAULT_CHAT_MODEL", default="")
+IMAGE_MODEL = env.str("IMAGE_MODEL", default="gpt-image-1")
+IMAGE_SIZES = env.list("IMAGE_SIZES", default=["1024x1024", "1024x1536", "1536x1024"])
+IMAGE_TOOL_ENABLED = env.bool("IMAGE_TOOL_ENABLED", default=True)
+LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=10.0)
+# Longest silence between two chunks before the reply is failed (not the SDK's 600 s).
+LLM_INACTIVITY_TIMEOUT = env.float("LLM_INACTIVITY_TIMEOUT", default=60.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+LLM_DEFAULT_CONTEXT_TOKENS = env.int("LLM_DEFAULT_CONTEXT_TOKENS", default=8192)
+LLM_OUTPUT_RESERVE_TOKENS = env.int("LLM_OUTPUT_RESERVE_TOKENS", default=1024)
+IMAGE_TIMEOUT = env.float("IMAGE_TIMEOUT", default=120.0)
+# Offline demo pace, tokens per second.
+DEMO_TOKENS_PER_SECOND = env.float("DEMO_TOKENS_PER_SECOND", default=40.0)
+
+# --- Chat limits -----------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
+CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=20)
+# Frames above this close the socket (1009); daphne itself refuses frames over 1 MiB.
+CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=256 * 1024)
+CHAT_DELTA_WINDOW_MS = env.int("CHAT_DELTA_WINDOW_MS", default=40)
+CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
+CHAT_PAGE_SIZE = env.int("CHAT_PAGE_SIZE", default=50)
+# Daily quotas per user; 0 means unlimited. Overridable per user in the admin.
+QUOTA_DAILY_TOKENS = env.int("QUOTA_DAILY_TOKENS", default=0)
+QUOTA_DAILY_MESSAGES = env.int("QUOTA_DAILY_MESSAGES", default=0)
+
+# --- Production hardening (all off by default so `make run` works over plain http) --
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False) else None
+)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")  # "json" for structured logs
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "chatsite.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

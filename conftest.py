@@ -1,0 +1,135 @@
+"""Shared fixtures: users, dialogues, a temporary media root, the fake OpenAI server
+and real daphne processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+
+from tests.factories import DialogueFactory, UserFactory
+
+BASE_DIR = Path(__file__).resolve().parent
+PASSWORD = "correct-horse-battery-42"
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory(password=PASSWORD)
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory(password=PASSWORD)
+
+
+@pytest.fixture
+def dialogue(user):
+    return DialogueFactory(owner=user)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+def current_database_url() -> str:
+    """The URL of the database the tests run on (the test database, once set up)."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = quote(s["USER"] or "")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"])
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class DaphneProcess:
+    def __init__(self, port: int, proc: subprocess.Popen, log: Path) -> None:
+        self.port = port
+        self.proc = proc
+        self.log = log
+        self.http_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws/chat/"
+
+    def stop(self, sig: int | None = None, timeout: float = 10) -> None:
+        if self.proc.poll() is not None:
+            return
+        if sig is None:
+            self.proc.terminate()
+        else:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def daphne_factory(tmp_path) -> Iterator[Callable[..., DaphneProcess]]:
+    """Start real daphne processes on the test database; stopped at teardown.
+
+    Use with `django_db(transaction=True)` so what the test writes is visible to them.
+    """
+    started: list[DaphneProcess] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> DaphneProcess:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": current_database_url(),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        log = tmp_path / f"daphne-{port}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "chatsite.asgi:application"],
+            cwd=BASE_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        )
+        server = DaphneProcess(port, proc, log)
+        started.append(server)
+        try:
+            wait_for_port(port, proc=proc)
+        except Exception:
+            print(log.read_text(errors="replace"))
+            raise
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,68 @@
+"""Domain errors. Each carries a protocol error code and a message a user can read."""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    code = "internal"
+    default_message = "Something went wrong on our side. Please try again."
+
+    def __init__(self, message: str | None = None, **extra: object) -> None:
+        self.message = message or self.default_message
+        self.extra = extra
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+class BadRequest(ChatError):
+    code = "bad_request"
+    default_message = "The request was not understood."
+
+
+class DialogueNotFound(ChatError):
+    code = "not_found"
+    default_message = "No such dialogue."
+
+
+class MessageNotFound(ChatError):
+    code = "not_found"
+    default_message = "No such message."
+
+
+class TooLong(ChatError):
+    code = "too_long"
+    default_message = "The message is too long."
+
+
+class Busy(ChatError):
+    code = "busy"
+    default_message = "A reply is already being written in this dialogue."
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    default_message = "You are sending messages too fast."
+
+
+class QuotaExceeded(ChatError):
+    code = "quota_exceeded"
+    default_message = "You have used your daily allowance."
+
+
+class Unavailable(ChatError):
+    code = "unavailable"
+    default_message = "No model provider is configured or reachable."
+
+
+class LLMError(ChatError):
+    """The model could not answer; `code` is the protocol error code for the message."""
+
+    code = "upstream_error"
+    default_message = "The model could not answer."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
