@@ -131,19 +131,25 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 
 # --- Storage: local media by default; Aliyun OSS (or any S3-compatible store) -----
+# Friendly OSS_* names map onto django-storages' AWS_* ones; AWS_* win when both are set.
 OSS_BUCKET = env.str("OSS_BUCKET", default="")
+# Accept "cn-hangzhou" as well as the "oss-cn-hangzhou" spelling of the OSS console.
+_oss_region = env.str("OSS_REGION", default="").removeprefix("oss-")
+_oss_endpoint = env.str("OSS_ENDPOINT", default="")
+if _oss_endpoint and "://" not in _oss_endpoint:
+    _oss_endpoint = f"https://{_oss_endpoint}"
+if not _oss_endpoint and OSS_BUCKET and _oss_region:
+    # OSS's S3-compatible endpoint (STACK.md gotcha 9).
+    _oss_endpoint = f"https://s3.oss-{_oss_region}.aliyuncs.com"
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default=OSS_BUCKET)
-_oss_region = env.str("OSS_REGION", default="")
 AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default=_oss_region) or None
-AWS_S3_ENDPOINT_URL = env.str(
-    "AWS_S3_ENDPOINT_URL",
-    default=env.str("OSS_ENDPOINT", default="")
-    or (f"https://s3.oss-{_oss_region}.aliyuncs.com" if _oss_region and OSS_BUCKET else ""),
-) or None
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default=_oss_endpoint) or None
 AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default=env.str("OSS_ACCESS_KEY_ID", default=""))
 AWS_SECRET_ACCESS_KEY = env.str(
     "AWS_SECRET_ACCESS_KEY", default=env.str("OSS_ACCESS_KEY_SECRET", default="")
 )
+# Lifetime of the presigned link the image view redirects to (private by default).
+IMAGE_URL_EXPIRE_SECONDS = env.int("IMAGE_URL_EXPIRE_SECONDS", default=300)
 _static_storage = {
     "BACKEND": env.str(
         "STATICFILES_BACKEND",
@@ -162,17 +168,25 @@ if AWS_STORAGE_BUCKET_NAME:
                 "region_name": AWS_S3_REGION_NAME,
                 "access_key": AWS_ACCESS_KEY_ID,
                 "secret_key": AWS_SECRET_ACCESS_KEY,
+                "location": env.str("AWS_LOCATION", default=""),
+                # Private objects; the image view hands out short-lived signed links.
                 "default_acl": None,
                 "querystring_auth": True,
-                "querystring_expire": env.int("IMAGE_URL_EXPIRE_SECONDS", default=300),
+                "querystring_expire": IMAGE_URL_EXPIRE_SECONDS,
                 "file_overwrite": False,
-                # OSS rejects aws-chunked uploads; a client_config replaces the
-                # addressing_style/signature_version options (STACK.md gotcha 9).
+                # A client_config replaces django-storages' addressing_style and
+                # signature_version options, so both live here. OSS rejects the
+                # aws-chunked uploads boto3 sends by default: checksums only when
+                # required (STACK.md gotcha 9). With an IP endpoint (moto in tests)
+                # boto3 falls back to path style by itself.
                 "client_config": _BotoConfig(
                     s3={"addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="virtual")},
                     signature_version="s3v4",
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
+                    connect_timeout=env.float("AWS_S3_CONNECT_TIMEOUT", default=5.0),
+                    read_timeout=env.float("AWS_S3_READ_TIMEOUT", default=30.0),
+                    retries={"max_attempts": 3, "mode": "standard"},
                 ),
             },
         },
@@ -183,6 +197,15 @@ else:
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": _static_storage,
     }
+
+# --- Images -----------------------------------------------------------------------
+# Largest picture accepted from a provider (base64 or downloaded), in bytes.
+IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=20 * 1024 * 1024)
+# Provider URLs expire, so they are downloaded at once, within this time.
+IMAGE_DOWNLOAD_TIMEOUT = env.float("IMAGE_DOWNLOAD_TIMEOUT", default=30.0)
+# SDK retries on 429/5xx/timeouts; each try may take IMAGE_TIMEOUT, so keep it low.
+IMAGE_MAX_RETRIES = env.int("IMAGE_MAX_RETRIES", default=1)
+IMAGE_PROMPT_MAX_CHARS = env.int("IMAGE_PROMPT_MAX_CHARS", default=4000)
 
 # --- Models --------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
