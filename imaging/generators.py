@@ -76,7 +76,9 @@ class GeneratedPicture:
 
 
 class ImageGenerator(Protocol):
-    async def generate(self, *, prompt: str, size: str, model: str) -> GeneratedPicture: ...
+    async def generate(
+        self, *, prompt: str, size: str, model: str
+    ) -> GeneratedPicture: ...
 
 
 def picture_from_bytes(data: bytes, *, revised_prompt: str = "") -> GeneratedPicture:
@@ -107,7 +109,9 @@ def parse_size(size: str) -> tuple[int, int]:
     try:
         w, h = (int(part) for part in size.lower().split("x"))
     except ValueError as exc:
-        raise ImageGenerationError("bad_request", f"Unknown image size {size!r}.") from exc
+        raise ImageGenerationError(
+            "bad_request", f"Unknown image size {size!r}."
+        ) from exc
     if not (16 <= w <= 4096 and 16 <= h <= 4096):
         raise ImageGenerationError("bad_request", f"Unsupported image size {size!r}.")
     return w, h
@@ -147,12 +151,14 @@ def translate_openai_error(exc: Exception, *, timeout: float) -> ImageGeneration
         )
     if isinstance(exc, openai.APIConnectionError):
         return ImageGenerationError(
-            "unavailable", "The image provider could not be reached. Please try again later."
+            "unavailable",
+            "The image provider could not be reached. Please try again later.",
         )
     if isinstance(exc, openai.APIStatusError):
         code, text = _error_code(exc), _provider_text(exc)
         if code in _POLICY_CODES or (
-            exc.status_code == 400 and ("safety" in text.lower() or "policy" in text.lower())
+            exc.status_code == 400
+            and ("safety" in text.lower() or "policy" in text.lower())
         ):
             return ImageGenerationError(
                 "content_policy",
@@ -161,7 +167,8 @@ def translate_openai_error(exc: Exception, *, timeout: float) -> ImageGeneration
         if isinstance(exc, openai.RateLimitError):
             if code == "insufficient_quota":
                 return ImageGenerationError(
-                    "rate_limited", "The image provider's quota for this site is used up."
+                    "rate_limited",
+                    "The image provider's quota for this site is used up.",
                 )
             return ImageGenerationError(
                 "rate_limited",
@@ -209,7 +216,12 @@ class OpenAIImageGenerator:
         self.download_timeout = download_timeout
 
     async def generate(self, *, prompt: str, size: str, model: str) -> GeneratedPicture:
-        params: dict[str, Any] = {"prompt": prompt, "model": model, "size": size, "n": 1}
+        params: dict[str, Any] = {
+            "prompt": prompt,
+            "model": model,
+            "size": size,
+            "n": 1,
+        }
         # GPT image models always answer in base64 and refuse the parameter; older
         # models (dall-e-*, many compatible providers) default to a URL.
         if not model.startswith("gpt-image"):
@@ -228,19 +240,27 @@ class OpenAIImageGenerator:
                 logger.warning("image generation failed: %r", exc)
                 raise translate_openai_error(exc, timeout=self.timeout) from exc
         if not response.data:
-            raise ImageGenerationError("upstream_error", "The image provider sent no image.")
+            raise ImageGenerationError(
+                "upstream_error", "The image provider sent no image."
+            )
         item = response.data[0]
         revised = item.revised_prompt or ""
         if item.b64_json:
-            return picture_from_bytes(self._decode(item.b64_json), revised_prompt=revised)
+            return picture_from_bytes(
+                self._decode(item.b64_json), revised_prompt=revised
+            )
         if item.url:
             data = await self._download(item.url)
             return picture_from_bytes(data, revised_prompt=revised)
-        raise ImageGenerationError("upstream_error", "The image provider sent no image.")
+        raise ImageGenerationError(
+            "upstream_error", "The image provider sent no image."
+        )
 
     def _decode(self, b64: str) -> bytes:
         if len(b64) > self.max_bytes * 4 // 3 + 4:
-            raise ImageGenerationError("invalid_image", "The generated image is too large.")
+            raise ImageGenerationError(
+                "invalid_image", "The generated image is too large."
+            )
         try:
             return base64.b64decode(b64, validate=False)
         except (binascii.Error, ValueError) as exc:
@@ -253,10 +273,15 @@ class OpenAIImageGenerator:
         if url.startswith("data:"):
             return self._decode(url.partition(",")[2])
         if not url.startswith(("https://", "http://")):
-            raise ImageGenerationError("upstream_error", "The image provider sent a bad link.")
-        too_large = ImageGenerationError("invalid_image", "The generated image is too large.")
+            raise ImageGenerationError(
+                "upstream_error", "The image provider sent a bad link."
+            )
+        too_large = ImageGenerationError(
+            "invalid_image", "The generated image is too large."
+        )
         failed = ImageGenerationError(
-            "upstream_error", "The generated image could not be downloaded from the provider."
+            "upstream_error",
+            "The generated image could not be downloaded from the provider.",
         )
         chunks: list[bytes] = []
         received = 0
@@ -264,7 +289,9 @@ class OpenAIImageGenerator:
             async with (
                 asyncio.timeout(self.download_timeout),
                 httpx2.AsyncClient(
-                    timeout=self.download_timeout, follow_redirects=True, max_redirects=3
+                    timeout=self.download_timeout,
+                    follow_redirects=True,
+                    max_redirects=3,
                 ) as client,
                 client.stream("GET", url) as response,
             ):
@@ -291,7 +318,11 @@ class OpenAIImageGenerator:
 
 # --- Offline demo -------------------------------------------------------------------------
 
-_FONT_CANDIDATES = ("NotoSansCJK-Regular.ttc", "DejaVuSans.ttf", "LiberationSans-Regular.ttf")
+_FONT_CANDIDATES = (
+    "NotoSansCJK-Regular.ttc",
+    "DejaVuSans.ttf",
+    "LiberationSans-Regular.ttf",
+)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -318,8 +349,11 @@ def _palette(prompt: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
 def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
     top, bottom = _palette(prompt)
     mask = Image.linear_gradient("L").resize((width, height))
-    img = Image.composite(Image.new("RGB", (width, height), bottom),
-                          Image.new("RGB", (width, height), top), mask)
+    img = Image.composite(
+        Image.new("RGB", (width, height), bottom),
+        Image.new("RGB", (width, height), top),
+        mask,
+    )
     draw = ImageDraw.Draw(img, "RGBA")
     unit = min(width, height)
     # A few translucent circles: something to look at besides the words.

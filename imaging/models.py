@@ -21,7 +21,9 @@ class GeneratedImage(models.Model):
     # The storage key only: never base64, never a provider URL (they expire).
     storage_key = models.CharField(max_length=300, blank=True, default="")
     content_type = models.CharField(max_length=50, blank=True, default="image/png")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
     error_code = models.CharField(max_length=40, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns = [
+    path("<int:pk>/", views.image_file, name="image-file"),
+]

@@ -1,0 +1,268 @@
+"""Image use cases: create a pending image, render it, re-render it, delete its files.
+
+The bytes live in Django's default storage (local media or an S3-compatible store)
+under generated keys; the database keeps the key only. Rendering never raises a
+provider error: a failed image carries `error_code`/`error_message` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+from uuid import uuid4
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.exceptions import BadRequest, TooLong
+
+from . import selectors
+from .exceptions import ImageGenerationError
+from .generators import (
+    EXTENSIONS,
+    GeneratedPicture,
+    ImageGenerator,
+    get_image_generator,
+)
+from .models import GeneratedImage
+
+logger = logging.getLogger(__name__)
+
+
+def image_size_validate(size: str | None) -> str:
+    """`size` if it is one of settings.IMAGE_SIZES; the first of them when empty."""
+    sizes = list(settings.IMAGE_SIZES)
+    if not size:
+        return sizes[0]
+    size = size.strip().lower()
+    if size not in sizes:
+        raise BadRequest(f"Unsupported image size. Choose one of: {', '.join(sizes)}.")
+    return size
+
+
+def image_create_pending(
+    *, message: Any, prompt: str, size: str | None, model: str | None = None
+) -> GeneratedImage:
+    """Store the request for a picture on `message`; `image_render` draws it."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise BadRequest("Describe the picture you want after /image.")
+    limit = settings.IMAGE_PROMPT_MAX_CHARS
+    if len(prompt) > limit:
+        raise TooLong(
+            f"The picture description is too long (at most {limit} characters)."
+        )
+    return GeneratedImage.objects.create(
+        message=message,
+        prompt=prompt,
+        size=image_size_validate(size),
+        model=(model or settings.IMAGE_MODEL)[:100],
+    )
+
+
+# --- Storage ------------------------------------------------------------------------
+
+
+def _new_key(content_type: str) -> str:
+    # Generated, never derived from user text: no traversal, no guessable names.
+    now = timezone.now()
+    return f"images/{now:%Y/%m}/{uuid4().hex}.{EXTENSIONS[content_type]}"
+
+
+def _delete_quietly(key: str) -> bool:
+    try:
+        default_storage.delete(key)
+    except Exception:
+        logger.exception("could not delete image file %s", key)
+        return False
+    return True
+
+
+def _save(picture: GeneratedPicture) -> str:
+    key = _new_key(picture.content_type)
+    try:
+        return default_storage.save(key, ContentFile(picture.data))
+    except Exception as exc:
+        logger.exception("could not store image file %s", key)
+        # A local write can fail half-way; leave nothing behind.
+        _delete_quietly(key)
+        raise ImageGenerationError(
+            "storage_error",
+            "The picture was made but could not be saved. Please try again.",
+        ) from exc
+
+
+# Storage calls may be slow network round trips: keep them off the thread that
+# serialises database access.
+_save_async = sync_to_async(_save, thread_sensitive=False)
+_delete_async = sync_to_async(_delete_quietly, thread_sensitive=False)
+
+
+# --- Database -------------------------------------------------------------------------
+
+
+def _swap_in(
+    image: GeneratedImage, *, key: str, picture: GeneratedPicture, model: str, size: str
+) -> str:
+    """Point the row at the new file; returns the key it replaced ("" if none)."""
+    with transaction.atomic():
+        row = GeneratedImage.objects.select_for_update().get(pk=image.pk)
+        old_key = row.storage_key
+        changes = {
+            "storage_key": key,
+            "content_type": picture.content_type,
+            "width": picture.width,
+            "height": picture.height,
+            "revised_prompt": picture.revised_prompt,
+            "model": model,
+            "size": size,
+            "status": GeneratedImage.Status.COMPLETE,
+            "error_code": "",
+            "error_message": "",
+        }
+        for field, value in changes.items():
+            setattr(row, field, value)
+            setattr(image, field, value)
+        row.save(update_fields=[*changes, "updated_at"])
+        image.updated_at = row.updated_at
+    return old_key if old_key != key else ""
+
+
+def _record_failure(image: GeneratedImage, *, code: str, message: str) -> None:
+    """A picture that already exists stays complete (the old file is still served)
+    and carries the error of the attempt; one that never rendered becomes failed."""
+    with transaction.atomic():
+        row = GeneratedImage.objects.select_for_update().get(pk=image.pk)
+        row.error_code, row.error_message = code, message
+        if not (row.status == GeneratedImage.Status.COMPLETE and row.storage_key):
+            row.status = GeneratedImage.Status.FAILED
+        row.save(update_fields=["status", "error_code", "error_message", "updated_at"])
+    for field in ("status", "error_code", "error_message", "updated_at", "storage_key"):
+        setattr(image, field, getattr(row, field))
+
+
+# --- Rendering ------------------------------------------------------------------------
+
+
+async def _render(
+    image: GeneratedImage, *, generator: ImageGenerator | None, model: str, size: str
+) -> GeneratedImage:
+    generator = generator or get_image_generator()
+    try:
+        picture = await generator.generate(prompt=image.prompt, size=size, model=model)
+        key = await _save_async(picture)
+    except ImageGenerationError as exc:
+        failure = exc
+    except Exception:
+        logger.exception("image %s: unexpected generator failure", image.pk)
+        failure = ImageGenerationError(
+            "internal",
+            "Something went wrong while drawing the picture. Please try again.",
+        )
+    else:
+        try:
+            old_key = await database_sync_to_async(_swap_in)(
+                image, key=key, picture=picture, model=model, size=size
+            )
+        except GeneratedImage.DoesNotExist:
+            # Deleted while drawing (its dialogue was removed): keep no orphan file.
+            await _delete_async(key)
+            image.status = GeneratedImage.Status.FAILED
+            image.error_code, image.error_message = (
+                "not_found",
+                "The image was deleted.",
+            )
+            return image
+        except BaseException:
+            await _delete_async(key)
+            raise
+        # Only now that the row points at the new file may the old one go.
+        if old_key:
+            await _delete_async(old_key)
+        return image
+    logger.info("image %s failed: %s %s", image.pk, failure.code, failure.message)
+    try:
+        await database_sync_to_async(_record_failure)(
+            image, code=failure.code, message=failure.message
+        )
+    except GeneratedImage.DoesNotExist:
+        image.status = GeneratedImage.Status.FAILED
+        image.error_code, image.error_message = failure.code, failure.message
+    return image
+
+
+async def image_render(
+    *, image: GeneratedImage, generator: ImageGenerator | None = None
+) -> GeneratedImage:
+    """Draw a pending image and store it. Returns the image, complete or failed;
+    provider errors never escape (they are recorded on the image)."""
+    return await _render(
+        image,
+        generator=generator,
+        model=image.model or settings.IMAGE_MODEL,
+        size=image.size or image_size_validate(None),
+    )
+
+
+async def image_rerender(
+    *,
+    image: GeneratedImage,
+    generator: ImageGenerator | None = None,
+    model: str | None = None,
+    size: str | None = None,
+) -> GeneratedImage:
+    """Draw an image again from its stored prompt, optionally with another model/size.
+
+    The new file is written first; the row then switches to it and only after that
+    is the old file deleted. On failure the old file and key stay, a complete image
+    stays complete, and `error_code`/`error_message` record what went wrong; success
+    clears them. So `image.error_code == ""` afterwards means it worked.
+    Raises BadRequest for a `size` outside settings.IMAGE_SIZES.
+    """
+    return await _render(
+        image,
+        generator=generator,
+        model=model or image.model or settings.IMAGE_MODEL,
+        size=image_size_validate(size or image.size or None),
+    )
+
+
+# --- Deleting ---------------------------------------------------------------------------
+
+
+def image_delete_files(*, keys: Iterable[str]) -> int:
+    """Remove files from the storage; failures are logged. Returns how many went."""
+    return sum(1 for key in keys if key and _delete_quietly(key))
+
+
+def images_delete_for_dialogue(*, dialogue: Any) -> int:
+    """Schedule the removal of a dialogue's image files for after the commit.
+
+    Call it in the dialogue-delete service before (or in the same transaction as)
+    deleting the dialogue: it reads the keys now and deletes the files once the
+    transaction commits, so a rolled-back delete keeps its pictures.
+    Returns how many files are scheduled.
+    """
+    keys = selectors.image_keys_for_dialogue(dialogue=dialogue)
+    if keys:
+        transaction.on_commit(lambda: image_delete_files(keys=keys))
+    return len(keys)
+
+
+def images_delete(*, images: Iterable[GeneratedImage]) -> int:
+    """Delete image rows and, after the commit, their files. Returns rows deleted."""
+    images = list(images)
+    keys = selectors.image_keys_for(images=images)
+    with transaction.atomic():
+        deleted, _ = GeneratedImage.objects.filter(
+            pk__in=[i.pk for i in images]
+        ).delete()
+        if keys:
+            transaction.on_commit(lambda: image_delete_files(keys=keys))
+    return deleted
