@@ -15,6 +15,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chatsite import lifecycle  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -25,3 +26,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+# Graceful shutdown on SIGTERM under daphne (chatsite/lifecycle.py).
+application = lifecycle.install(application)
