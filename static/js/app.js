@@ -1,0 +1,794 @@
+// The chat page: keeps per-dialogue state keyed by dialogue id, applies protocol
+// frames (shared/protocol.md) to it and renders the open dialogue. Only a streaming
+// reply re-renders, at most once per animation frame.
+import { ApiError } from "./api.js";
+import { _, fmt, longTime } from "./i18n.js";
+import { MessageView } from "./messages.js";
+import { Outbox, newClientId } from "./outbox.js";
+import { SettingsPanel } from "./settings.js";
+import { Sidebar, dialogueTitle } from "./sidebar.js";
+import { ChatSocket } from "./socket.js";
+
+const NEW = "new"; // the key of the conversation not created yet
+const root = document.getElementById("chat-app");
+const messagesEl = document.getElementById("messages");
+const listEl = document.getElementById("message-list");
+const emptyEl = document.getElementById("empty-state");
+const composer = document.getElementById("composer");
+const input = document.getElementById("composer-input");
+const sendButton = document.getElementById("send-button");
+const stopButton = document.getElementById("stop-button");
+const jumpButton = document.getElementById("jump-bottom");
+const titleEl = document.getElementById("dialogue-title");
+const announcer = document.getElementById("announcer");
+const alertsEl = document.getElementById("composer-alerts");
+const connEl = document.getElementById("conn-state");
+
+const socket = new ChatSocket(root.dataset.wsPath);
+const outbox = new Outbox();
+const convs = new Map(); // dialogue id (string) or NEW -> conversation
+const views = new Map(); // message key -> MessageView, for the open dialogue only
+const dirty = new Set(); // streaming messages to paint on the next frame
+let frameRequested = false;
+let current = null; // the open dialogue's id as a string, null for a new one
+let follow = true; // keep the newest text in view
+let editing = null; // the user message being edited
+let openStartedAt = null;
+
+/** Ids travel as JSON integers or UUID strings; the URL and the DOM hold strings. */
+function wireId(id) {
+  return /^\d+$/.test(String(id)) ? Number(id) : id;
+}
+const key = (id) => (id == null ? NEW : String(id));
+const msgKey = (m) => (m.id != null ? `m:${m.id}` : `c:${m.client_id}`);
+
+function conv(id) {
+  const k = key(id);
+  let c = convs.get(k);
+  if (!c) {
+    c = { messages: [], loaded: false, hasMore: false, awaitingState: false, loadingHistory: false };
+    convs.set(k, c);
+  }
+  return c;
+}
+
+function findMessage(c, m) {
+  return c.messages.find(
+    (x) => (m.id != null && x.id === m.id) || (m.client_id && x.client_id === m.client_id && x.role === m.role),
+  );
+}
+
+/** Store `m` in `c`, never moving a streaming reply's text backwards. */
+function upsertMessage(c, m) {
+  const existing = findMessage(c, m);
+  if (!existing) {
+    const fresh = { ...m, renderedSeq: 0 };
+    c.messages.push(fresh);
+    return fresh;
+  }
+  const keepText = m.status === "streaming" && existing.status === "streaming" && (existing.seq || 0) > (m.seq || 0);
+  const { content, seq } = existing;
+  delete existing.pending;
+  Object.assign(existing, m);
+  if (keepText) Object.assign(existing, { content, seq });
+  return existing;
+}
+
+const sidebar = new Sidebar({
+  onSelect: (id) => openDialogue(id),
+  onDeleted: (id) => forgetDialogue(id),
+  onError: (err) => showError(err),
+});
+
+const settings = new SettingsPanel({
+  getDialogue: () => (current ? sidebar.get(current) || { id: wireId(current) } : null),
+  onSaved: (dialogue) => {
+    sidebar.upsert(dialogue);
+    showTitle();
+  },
+  onCreate: (dialogue) => {
+    sidebar.upsert(dialogue);
+    conv(dialogue.id).loaded = true;
+    openDialogue(dialogue.id);
+  },
+  onError: (err) => showError(err),
+});
+
+// --- Opening and showing dialogues ------------------------------------------------
+
+function openDialogue(id, { replace = false } = {}) {
+  current = key(id);
+  editing = null;
+  setEditing(null);
+  const url = new URL(location.href);
+  url.searchParams.set("d", current);
+  history[replace ? "replaceState" : "pushState"]({ d: current }, "", url);
+  sidebar.setActive(current);
+  showTitle();
+  follow = true;
+  renderPane();
+  requestOpen(current);
+  closeDrawer();
+}
+
+function newDialogue() {
+  current = null;
+  setEditing(null);
+  const url = new URL(location.href);
+  url.searchParams.delete("d");
+  history.pushState({ d: null }, "", url);
+  sidebar.setActive(null);
+  showTitle();
+  renderPane();
+  closeDrawer();
+  input.focus();
+}
+
+function forgetDialogue(id) {
+  convs.delete(key(id));
+  sidebar.remove(id);
+  if (current === key(id)) newDialogue();
+}
+
+function requestOpen(id) {
+  const c = conv(id);
+  if (socket.send({ type: "dialogue.open", dialogue: wireId(id) })) {
+    c.awaitingState = true;
+    openStartedAt = performance.now();
+    messagesEl.dataset.loading = "true";
+  }
+}
+
+function showTitle() {
+  const dialogue = current ? sidebar.get(current) : null;
+  const title = current ? dialogueTitle(dialogue) : _("New dialogue");
+  titleEl.textContent = title;
+  document.title = `${title} · chatsite`;
+  messagesEl.dataset.dialogueId = current || "";
+}
+
+function closeDrawer() {
+  const drawer = window.bootstrap && window.bootstrap.Offcanvas.getInstance(document.getElementById("sidebar"));
+  if (drawer) drawer.hide();
+}
+
+function renderPane() {
+  views.clear();
+  dirty.clear();
+  const c = conv(current);
+  const fragment = document.createDocumentFragment();
+  for (const m of c.messages) fragment.appendChild(viewFor(m).el);
+  listEl.replaceChildren(fragment);
+  emptyEl.classList.toggle("d-none", c.messages.length > 0);
+  refreshComposer();
+  refreshActions();
+  scrollToBottom();
+}
+
+function viewFor(m) {
+  let view = views.get(msgKey(m));
+  if (!view) {
+    view = new MessageView(m);
+    views.set(msgKey(m), view);
+    if (m.status === "streaming") markDirty(m);
+  }
+  return view;
+}
+
+/** Show a stored or changed message of the open dialogue. */
+function showMessage(m, { pendingKey } = {}) {
+  let view = pendingKey ? views.get(pendingKey) : null;
+  if (view) {
+    views.delete(pendingKey);
+    views.set(msgKey(m), view);
+  } else {
+    view = views.get(msgKey(m));
+  }
+  if (view) {
+    view.update(m);
+    if (m.status !== "streaming") m.renderedSeq = m.seq;
+  } else {
+    view = viewFor(m);
+    listEl.appendChild(view.el);
+  }
+  if (m.status === "streaming") markDirty(m);
+  emptyEl.classList.add("d-none");
+  refreshComposer();
+  refreshActions();
+  if (follow) scrollToBottom();
+}
+
+function markDirty(m) {
+  dirty.add(m);
+  if (!frameRequested) {
+    frameRequested = true;
+    requestAnimationFrame(paintFrame);
+  }
+}
+
+function paintFrame() {
+  frameRequested = false;
+  for (const m of dirty) {
+    const view = views.get(msgKey(m));
+    if (!view) continue;
+    view.paint(m);
+    m.renderedSeq = m.seq; // what the user sees ends at this delta
+  }
+  dirty.clear();
+  if (follow) scrollToBottom();
+}
+
+function scrollToBottom() {
+  messagesEl.scrollTop = messagesEl.scrollHeight;
+}
+
+function streamingMessage(c) {
+  for (let i = c.messages.length - 1; i >= 0; i -= 1) {
+    if (c.messages[i].status === "streaming") return c.messages[i];
+  }
+  return null;
+}
+
+function refreshComposer() {
+  const streaming = !!streamingMessage(conv(current));
+  stopButton.classList.toggle("d-none", !streaming);
+  sendButton.classList.toggle("d-none", streaming);
+}
+
+/** Retry, regenerate and edit belong to the last turn only. */
+function refreshActions() {
+  const c = conv(current);
+  const visible = c.messages.filter((m) => !m.replaced);
+  const streaming = visible.some((m) => m.status === "streaming");
+  let lastUser = null;
+  let lastReply = null;
+  for (const m of visible) {
+    if (m.role === "user") {
+      lastUser = m;
+      lastReply = null;
+    } else {
+      lastReply = m;
+    }
+  }
+  for (const m of c.messages) {
+    const view = views.get(msgKey(m));
+    if (!view) continue;
+    const isReply = m === lastReply && !streaming;
+    view.setActions({
+      retry: isReply && (m.status === "failed" || m.status === "interrupted"),
+      regenerate: isReply && (m.status === "complete" || m.status === "stopped"),
+      edit: m === lastUser && !streaming && !m.pending && m.id != null,
+    });
+  }
+}
+
+// --- Frames from the server ------------------------------------------------------------
+
+const handlers = {
+  "dialogue.created"({ dialogue }) {
+    sidebar.upsert(dialogue);
+    const id = key(dialogue.id);
+    const fresh = conv(id);
+    fresh.loaded = true;
+    // Sends made in the "new dialogue" pane belong to this one now.
+    const waiting = outbox.entries.filter((e) => e.dialogue === null);
+    if (waiting.length && convs.has(NEW)) {
+      const pending = convs.get(NEW);
+      for (const m of pending.messages) upsertMessage(fresh, { ...m, dialogue: dialogue.id });
+      convs.delete(NEW);
+      for (const entry of waiting.slice(1)) {
+        entry.dialogue = dialogue.id;
+        delete entry.afterNew;
+        socket.send(frameOf(entry));
+      }
+      outbox.write();
+      if (current === null) {
+        current = id;
+        const url = new URL(location.href);
+        url.searchParams.set("d", id);
+        history.replaceState({ d: id }, "", url);
+        sidebar.setActive(id);
+        showTitle();
+        renderPane();
+      }
+    }
+  },
+
+  "dialogue.state"(frame) {
+    const id = key(frame.dialogue.id);
+    sidebar.upsert(frame.dialogue);
+    const c = conv(id);
+    c.messages = frame.messages.map((m) => ({ ...m, renderedSeq: 0 }));
+    c.hasMore = frame.has_more;
+    c.loaded = true;
+    c.awaitingState = false;
+    // A queued send this dialogue already stored was delivered; the rest still wait.
+    for (const entry of outbox.forDialogue(frame.dialogue.id)) {
+      if (c.messages.some((m) => m.client_id === entry.client_id)) outbox.remove(entry.client_id);
+      else c.messages.push(pendingMessage(entry));
+    }
+    if (id !== current) return;
+    showTitle();
+    renderPane();
+    const started = openStartedAt;
+    openStartedAt = null;
+    requestAnimationFrame(() => {
+      if (started !== null) messagesEl.dataset.openMs = String(Math.round(performance.now() - started));
+      messagesEl.dataset.loading = "false";
+    });
+  },
+
+  "dialogue.history"(frame) {
+    const c = conv(frame.dialogue.id ?? frame.dialogue);
+    c.loadingHistory = false;
+    c.hasMore = frame.has_more;
+    document.getElementById("history-loader").classList.add("d-none");
+    const older = frame.messages.filter((m) => !findMessage(c, m)).map((m) => ({ ...m, renderedSeq: m.seq }));
+    c.messages = older.concat(c.messages);
+    if (key(frame.dialogue.id ?? frame.dialogue) !== current || !older.length) return;
+    const before = messagesEl.scrollHeight;
+    const fragment = document.createDocumentFragment();
+    for (const m of older) fragment.appendChild(viewFor(m).el);
+    listEl.prepend(fragment);
+    messagesEl.scrollTop += messagesEl.scrollHeight - before;
+    refreshActions();
+  },
+
+  "dialogue.updated"({ dialogue }) {
+    sidebar.upsert(dialogue);
+    if (key(dialogue.id) === current) showTitle();
+  },
+
+  "dialogue.deleted"(frame) {
+    forgetDialogue(frame.dialogue && frame.dialogue.id != null ? frame.dialogue.id : frame.dialogue);
+  },
+
+  "message.created"({ message }) {
+    const c = conv(message.dialogue);
+    const entry = message.client_id ? outbox.remove(message.client_id) : null;
+    const pendingKey = message.client_id ? `c:${message.client_id}` : null;
+    if (entry && entry.type === "message.edit") markEdited(c, message);
+    const m = upsertMessage(c, message);
+    sidebar.touch(message.dialogue, message.created_at);
+    if (key(message.dialogue) === current) {
+      if (entry && entry.type === "message.edit") renderPane();
+      else showMessage(m, { pendingKey });
+    }
+  },
+
+  "reply.started"(frame) {
+    const c = conv(frame.dialogue);
+    markRegenerated(c, frame.message);
+    onMessage(frame);
+  },
+  "reply.completed"(frame) {
+    onMessage(frame);
+    if (key(frame.dialogue) === current) announce(_("The reply is complete."));
+  },
+  "reply.stopped": (frame) => onMessage(frame),
+  "reply.failed"(frame) {
+    onMessage(frame);
+    if (key(frame.dialogue) === current) announce(_("The reply failed."));
+  },
+  "image.started": (frame) => onMessage(frame),
+  "image.completed"(frame) {
+    onMessage(frame);
+    if (key(frame.dialogue) === current) announce(_("The image is ready."));
+  },
+  "image.failed": (frame) => onMessage(frame),
+
+  "reply.delta"(frame) {
+    const c = convs.get(key(frame.dialogue));
+    if (!c || !c.loaded) return;
+    const m = c.messages.find((x) => x.id === frame.message_id);
+    if (!m) {
+      gap(frame.dialogue, c);
+      return;
+    }
+    if (m.stopping || frame.seq <= (m.seq || 0)) return; // already in the text
+    if (frame.seq !== (m.seq || 0) + 1) {
+      gap(frame.dialogue, c);
+      return;
+    }
+    m.content += frame.delta;
+    m.seq = frame.seq;
+    if (key(frame.dialogue) === current) markDirty(m);
+  },
+
+  error(frame) {
+    const entry = frame.ref ? outbox.remove(frame.ref) : null;
+    if (entry) {
+      // The send was refused: take it off the screen and give the text back.
+      const c = conv(entry.dialogue);
+      c.messages = c.messages.filter((m) => m.client_id !== entry.client_id || m.role !== "user");
+      if (key(entry.dialogue) === current || (entry.dialogue === null && current === null)) {
+        const view = views.get(`c:${entry.client_id}`);
+        if (view) view.el.remove();
+        views.delete(`c:${entry.client_id}`);
+        if (!input.value.trim()) {
+          input.value = entry.content;
+          autosize();
+          if (entry.type === "message.edit") setEditing(entry.edits);
+        }
+        emptyEl.classList.toggle("d-none", c.messages.length > 0);
+      }
+    }
+    if (frame.ref === "dialogue.open" && frame.code === "not_found") {
+      if (current) forgetDialogue(current);
+    }
+    if (frame.ref === "reply.stop") {
+      for (const m of conv(current).messages) delete m.stopping;
+    }
+    showFrameError(frame);
+  },
+
+  pong() {},
+};
+
+function onMessage({ dialogue, message }) {
+  const c = conv(dialogue);
+  const m = upsertMessage(c, message);
+  if (m.status !== "streaming") delete m.stopping;
+  sidebar.touch(dialogue, message.created_at);
+  if (key(dialogue) === current) showMessage(m);
+}
+
+/** A regenerated reply replaces the previous answer to the same user message. */
+function markRegenerated(c, message) {
+  if (findMessage(c, message)) return;
+  const visible = c.messages.filter((m) => !m.replaced);
+  const last = visible[visible.length - 1];
+  if (last && last.role === "assistant" && last.status !== "streaming") {
+    last.replaced = true;
+    const view = views.get(msgKey(last));
+    if (view && key(message.dialogue) === current) view.update(last);
+  }
+}
+
+/** An edit replaces the last user message and its reply. */
+function markEdited(c, message) {
+  const visible = c.messages.filter((m) => !m.replaced && m.client_id !== message.client_id);
+  for (let i = visible.length - 1; i >= 0; i -= 1) {
+    visible[i].replaced = true;
+    if (visible[i].role === "user") break;
+  }
+}
+
+function gap(dialogue, c) {
+  if (c.awaitingState) return;
+  if (key(dialogue) === current) requestOpen(dialogue);
+  else c.loaded = false; // re-opened when shown again
+}
+
+function announce(text) {
+  announcer.textContent = "";
+  setTimeout(() => {
+    announcer.textContent = text;
+  }, 50);
+}
+
+// --- Sending ------------------------------------------------------------------------------
+
+function frameOf(entry) {
+  const frame = { type: entry.type, dialogue: entry.dialogue, content: entry.content, client_id: entry.client_id };
+  if (entry.model) frame.model = entry.model;
+  return frame;
+}
+
+function pendingMessage(entry) {
+  return {
+    id: null,
+    dialogue: entry.dialogue,
+    role: "user",
+    content: entry.content,
+    status: "complete",
+    client_id: entry.client_id,
+    created_at: entry.created_at,
+    images: [],
+    pending: socket.isOpen ? "sent" : "queued",
+  };
+}
+
+function send(content) {
+  const c = conv(current);
+  if (streamingMessage(c)) {
+    showAlert("warning", _("A reply is still being written. Stop it or wait for it to finish."));
+    return false;
+  }
+  const entry = {
+    type: editing ? "message.edit" : "message.send",
+    dialogue: current ? wireId(current) : null,
+    content,
+    client_id: newClientId(),
+    created_at: new Date().toISOString(),
+  };
+  if (editing) entry.edits = editing;
+  if (!current) {
+    const model = settings.draftModel();
+    if (model) entry.model = model;
+    // Only the first send may create the dialogue; later ones wait for its id.
+    if (outbox.entries.some((e) => e.dialogue === null)) entry.afterNew = true;
+  }
+  outbox.add(entry);
+  const m = pendingMessage(entry);
+  c.messages.push(m);
+  follow = true;
+  showMessage(m);
+  setEditing(null);
+  if (!entry.afterNew) socket.send(frameOf(entry));
+  return true;
+}
+
+function flushOutbox() {
+  for (const entry of outbox.entries) {
+    if (!entry.afterNew) socket.send(frameOf(entry));
+  }
+  for (const view of views.values()) {
+    if (view.el.classList.contains("msg-queued")) view.el.classList.remove("msg-queued");
+  }
+  for (const m of conv(current).messages) {
+    if (m.pending === "queued") {
+      m.pending = "sent";
+      const view = views.get(msgKey(m));
+      if (view) view.update(m);
+    }
+  }
+}
+
+function stopReply() {
+  const m = streamingMessage(conv(current));
+  if (!m || m.stopping) return;
+  // The saved text ends exactly where the screen does.
+  if (socket.send({ type: "reply.stop", dialogue: wireId(current), seq: m.renderedSeq || 0 })) {
+    m.stopping = true;
+  } else {
+    showAlert("warning", _("You are offline; the reply cannot be stopped until the connection is back."));
+  }
+}
+
+function regenerate() {
+  if (!current) return;
+  if (!socket.send({ type: "reply.regenerate", dialogue: wireId(current) })) {
+    showAlert("warning", _("You are offline. Try again when the connection is back."));
+  }
+}
+
+function setEditing(messageId) {
+  editing = messageId;
+  document.getElementById("composer-editing").classList.toggle("d-none", !messageId);
+}
+
+// --- Alerts --------------------------------------------------------------------------
+
+function showAlert(kind, text, { countdown = 0, id = null } = {}) {
+  if (id) {
+    const old = alertsEl.querySelector(`[data-alert-id="${id}"]`);
+    if (old) old.remove();
+  }
+  const el = document.getElementById("tpl-alert").content.firstElementChild.cloneNode(true);
+  el.classList.add(`alert-${kind}`);
+  if (id) el.dataset.alertId = id;
+  const textEl = el.querySelector(".alert-text");
+  textEl.textContent = text;
+  alertsEl.appendChild(el);
+  if (countdown > 0) {
+    let left = Math.ceil(countdown);
+    const tick = () => {
+      textEl.textContent = text.replace("{seconds}", String(left));
+      if (left <= 0) {
+        clearInterval(timer);
+        el.remove();
+      }
+      left -= 1;
+    };
+    const timer = setInterval(tick, 1000);
+    tick();
+  }
+  return el;
+}
+
+function showFrameError(frame) {
+  const code = frame.code;
+  if (code === "rate_limited") {
+    showAlert("warning", _("Too many messages. Try again in {seconds} s."), {
+      countdown: frame.retry_after || 10,
+      id: "rate",
+    });
+  } else if (code === "quota_exceeded") {
+    const el = showAlert("warning", frame.message || _("You have reached your daily quota."), { id: "quota" });
+    import("./api.js")
+      .then(({ api }) => api("GET", "/api/usage/"))
+      .then((usage) => {
+        el.querySelector(".alert-text").textContent = fmt(
+          "You have reached your daily quota. It resets at %(time)s.",
+          { time: longTime(usage.reset_at) },
+        );
+      })
+      .catch(() => {});
+  } else if (code === "busy") {
+    showAlert("warning", _("A reply is still being written in this dialogue."), { id: "busy" });
+  } else if (code === "too_long") {
+    showAlert("warning", frame.message || _("The message is too long."), { id: "too_long" });
+  } else if (code === "not_found") {
+    showAlert("warning", _("This dialogue does not exist or was deleted."), { id: "not_found" });
+  } else if (code === "unavailable") {
+    showAlert("danger", frame.message || _("The model is unavailable right now. Try again later."), {
+      id: "unavailable",
+    });
+  } else {
+    showAlert("danger", frame.message || _("Something went wrong."), { id: code });
+  }
+}
+
+function showError(err) {
+  const text = err instanceof ApiError ? err.message : _("The server could not be reached.");
+  showAlert("danger", text);
+}
+
+// --- Connection ----------------------------------------------------------------------
+
+let offlineTimer = null;
+function showConnection(state) {
+  connEl.dataset.state = state;
+  const label = connEl.querySelector(".conn-label");
+  clearInterval(offlineTimer);
+  if (state === "open") label.textContent = _("Online");
+  else if (state === "connecting") label.textContent = _("Connecting…");
+  else {
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((socket.nextRetryAt - Date.now()) / 1000));
+      label.textContent = fmt("Offline, retrying in %(seconds)s s", { seconds });
+    };
+    tick();
+    offlineTimer = setInterval(tick, 1000);
+  }
+}
+
+socket.addEventListener("state", (e) => showConnection(e.detail));
+socket.addEventListener("open", () => {
+  // Everything not on screen may have moved on while we were away.
+  for (const [k, c] of convs) if (k !== current && k !== NEW) c.loaded = false;
+  if (current) requestOpen(current);
+  flushOutbox();
+});
+socket.addEventListener("frame", (e) => {
+  const handler = handlers[e.detail.type];
+  if (handler) handler(e.detail);
+});
+
+// --- DOM events -------------------------------------------------------------------------
+
+function autosize() {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
+}
+
+input.addEventListener("input", autosize);
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    composer.requestSubmit();
+  }
+});
+composer.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const content = input.value.trim();
+  if (!content) return;
+  if (send(content)) {
+    input.value = "";
+    autosize();
+  }
+});
+stopButton.addEventListener("click", () => stopReply());
+document.getElementById("cancel-edit").addEventListener("click", () => {
+  setEditing(null);
+  input.value = "";
+  autosize();
+});
+document.getElementById("new-dialogue").addEventListener("click", () => newDialogue());
+
+messagesEl.addEventListener("scroll", () => {
+  const atBottom = messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 40;
+  follow = atBottom;
+  jumpButton.classList.toggle("d-none", atBottom);
+  const c = conv(current);
+  if (messagesEl.scrollTop < 80 && current && c.hasMore && !c.loadingHistory) {
+    const first = c.messages.find((m) => m.id != null);
+    if (first && socket.send({ type: "dialogue.history", dialogue: wireId(current), before: first.id })) {
+      c.loadingHistory = true;
+      document.getElementById("history-loader").classList.remove("d-none");
+    }
+  }
+});
+jumpButton.addEventListener("click", () => {
+  follow = true;
+  scrollToBottom();
+  jumpButton.classList.add("d-none");
+});
+
+listEl.addEventListener("click", async (e) => {
+  const button = e.target.closest("[data-action]");
+  if (!button) return;
+  const article = button.closest(".msg");
+  const c = conv(current);
+  const m = c.messages.find((x) => article && String(x.id) === article.dataset.id);
+  const action = button.dataset.action;
+  if (action === "copy-code") {
+    await copyText(button.closest(".code-block").querySelector("pre").textContent, button);
+  } else if (action === "copy-message" && m) {
+    await copyText(m.content, button);
+  } else if (action === "retry" || action === "regenerate") {
+    regenerate();
+  } else if (action === "edit" && m) {
+    setEditing(m.id);
+    input.value = m.content;
+    autosize();
+    input.focus();
+  }
+});
+
+async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    const label = button.textContent;
+    button.textContent = _("Copied");
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  } catch (_e) {
+    showAlert("warning", _("The browser did not allow copying."));
+  }
+}
+
+function typing(target) {
+  return target.closest("input, textarea, select, [contenteditable]") !== null;
+}
+
+document.addEventListener("keydown", (e) => {
+  const mod = e.ctrlKey || e.metaKey;
+  if (e.key === "Escape" && !document.querySelector(".modal.show, .offcanvas.show, .dropdown-menu.show")) {
+    if (streamingMessage(conv(current))) {
+      e.preventDefault();
+      stopReply();
+    }
+  } else if (mod && !e.shiftKey && e.key.toLowerCase() === "k") {
+    e.preventDefault();
+    const drawer = document.getElementById("sidebar");
+    if (window.matchMedia("(max-width: 767.98px)").matches) {
+      window.bootstrap.Offcanvas.getOrCreateInstance(drawer).show();
+    }
+    document.getElementById("dialogue-search").focus();
+  } else if (mod && e.shiftKey && e.key.toLowerCase() === "o") {
+    e.preventDefault();
+    newDialogue();
+  } else if (e.key === "?" && !mod && !typing(e.target)) {
+    e.preventDefault();
+    window.bootstrap.Modal.getOrCreateInstance(document.getElementById("help-modal")).show();
+  }
+});
+
+window.addEventListener("popstate", () => {
+  const d = new URLSearchParams(location.search).get("d");
+  if (d) openDialogue(d, { replace: true });
+  else newDialogue();
+});
+
+// --- Start ---------------------------------------------------------------------------
+
+const initial = new URLSearchParams(location.search).get("d");
+if (initial) {
+  current = key(initial);
+  conv(current);
+  showTitle();
+}
+for (const entry of outbox.entries) {
+  // Sends queued before a reload show at once, marked until the server has them.
+  if (entry.dialogue === null ? current === null : key(entry.dialogue) === current) {
+    conv(current).messages.push({ ...pendingMessage(entry), pending: "queued" });
+  }
+}
+renderPane();
+sidebar.setActive(current);
+sidebar.loadMore().then(showTitle);
+socket.connect();
+input.focus();

@@ -1,0 +1,150 @@
+// Markdown to safe DOM: markdown-it (raw HTML off) then DOMPurify, rendered through
+// an inert <template> so nothing loads before the sanitiser and our image rule ran.
+// StreamRenderer re-renders only the unfinished tail of a streaming reply.
+
+// Images may only come from this site's own image view; anything else (another
+// host, protocol-relative, data:) is dropped so model output cannot send data away.
+const OWN_IMAGE = /^\/images\/[\w-]+\/(\?[\w=&-]*)?$/;
+const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+
+const md = window.markdownit({
+  html: false,
+  linkify: true,
+  typographer: false,
+  highlight(code, lang) {
+    const hljs = window.hljs;
+    if (lang && hljs && hljs.getLanguage(lang)) {
+      try {
+        return hljs.highlight(code, { language: lang, ignoreIllegals: true }).value;
+      } catch (_e) {
+        return "";
+      }
+    }
+    return "";
+  },
+});
+
+const PURIFY_CONFIG = {
+  USE_PROFILES: { html: true },
+  FORBID_TAGS: [
+    "script", "style", "iframe", "frame", "frameset", "object", "embed", "form",
+    "input", "button", "textarea", "select", "option", "link", "meta", "base",
+    "audio", "video", "source", "track", "svg", "math", "template", "dialog",
+  ],
+  FORBID_ATTR: ["style", "srcset", "action", "formaction", "ping", "background", "poster"],
+  ALLOW_DATA_ATTR: false,
+  ALLOW_ARIA_ATTR: false,
+};
+
+const purify = window.DOMPurify;
+purify.addHook("uponSanitizeAttribute", (node, data) => {
+  if (node.nodeName === "IMG" && data.attrName === "src" && !OWN_IMAGE.test(data.attrValue)) {
+    data.keepAttr = false;
+  }
+  if (data.attrName.startsWith("on")) data.keepAttr = false;
+});
+purify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.nodeName === "A") {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+  } else if (node.nodeName === "IMG") {
+    node.setAttribute("loading", "lazy");
+  }
+});
+
+export function sanitize(html) {
+  return purify.sanitize(html, PURIFY_CONFIG);
+}
+
+/** Markdown source to a sanitised, decorated fragment (not yet in the document). */
+export function renderMarkdown(source, { streaming = false } = {}) {
+  const template = document.createElement("template");
+  template.innerHTML = sanitize(md.render(source));
+  decorate(template.content, streaming);
+  return template.content;
+}
+
+function decorate(fragment, streaming) {
+  for (const img of fragment.querySelectorAll("img")) {
+    if (!img.getAttribute("src")) img.remove();
+  }
+  const codeTemplate = document.getElementById("tpl-code");
+  for (const pre of fragment.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    if (code) code.classList.add("hljs");
+    if (streaming || !codeTemplate) continue;
+    const block = codeTemplate.content.firstElementChild.cloneNode(true);
+    const lang = code && [...code.classList].find((c) => c.startsWith("language-"));
+    block.querySelector(".code-lang").textContent = lang ? lang.slice(9) : "";
+    pre.replaceWith(block);
+    block.appendChild(pre);
+  }
+}
+
+/**
+ * The end of the stable prefix of `text`, searching from `from` (a previous
+ * boundary, outside any code fence): the start of the last complete line that begins
+ * at column 0 after a blank line, outside a code fence. Blocks before it are final.
+ */
+export function stableBoundary(text, from) {
+  let boundary = from;
+  let fence = null; // the opening fence marker while inside a fenced block
+  let prevBlank = false;
+  let i = from;
+  while (i < text.length) {
+    const nl = text.indexOf("\n", i);
+    if (nl === -1) break; // the last line is still being written
+    const line = text.slice(i, nl);
+    const blank = line.trim() === "";
+    if (fence) {
+      const m = line.match(FENCE);
+      if (m && m[1][0] === fence[0] && m[1].length >= fence.length && line.trim() === m[1]) {
+        fence = null;
+      }
+    } else {
+      if (prevBlank && !blank && !/^[ \t]/.test(line)) boundary = i;
+      const m = line.match(FENCE);
+      if (m) fence = m[1];
+    }
+    prevBlank = blank && !fence;
+    i = nl + 1;
+  }
+  return boundary;
+}
+
+/** Renders a growing text: finished blocks once, the unfinished tail per frame. */
+export class StreamRenderer {
+  constructor(container) {
+    this.container = container;
+    this.reset();
+  }
+
+  reset() {
+    this.stable = document.createElement("div");
+    this.stable.className = "md-stable";
+    this.tail = document.createElement("div");
+    this.tail.className = "md-tail";
+    this.container.replaceChildren(this.stable, this.tail);
+    this.stableText = "";
+    this.tailText = null;
+    this.text = "";
+  }
+
+  update(text, { final = false } = {}) {
+    if (text === this.text && !final) return;
+    if (!text.startsWith(this.stableText)) this.reset();
+    const from = this.stableText.length;
+    const end = final ? text.length : stableBoundary(text, from);
+    if (end > from) {
+      this.stable.appendChild(renderMarkdown(text.slice(from, end)));
+      this.stableText = text.slice(0, end);
+    }
+    const tailText = text.slice(end);
+    if (tailText !== this.tailText) {
+      if (tailText) this.tail.replaceChildren(renderMarkdown(tailText, { streaming: true }));
+      else this.tail.replaceChildren();
+      this.tailText = tailText;
+    }
+    this.text = text;
+  }
+}
