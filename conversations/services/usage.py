@@ -1,0 +1,153 @@
+"""Usage per user per UTC day, and the daily quotas checked before any model call."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from ..exceptions import QuotaExceeded
+from ..models import Message, UsageDaily, UserQuota
+from ..tokens import count_tokens
+
+HISTORY_DAYS = 14
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def reset_at() -> datetime:
+    """The next UTC midnight, when the daily counters start again."""
+    return datetime.combine(_today() + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def _bump(
+    user_id: int,
+    *,
+    messages: int = 0,
+    prompt: int = 0,
+    completion: int = 0,
+    images: int = 0,
+) -> None:
+    # One statement whoever else writes the same row at the same moment (both
+    # PostgreSQL and SQLite speak INSERT .. ON CONFLICT .. DO UPDATE).
+    table = connection.ops.quote_name(UsageDaily._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} AS u (user_id, day, messages, prompt_tokens, completion_tokens, images) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (user_id, day) DO UPDATE SET "
+            "messages = u.messages + EXCLUDED.messages, "
+            "prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens, "
+            "completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens, "
+            "images = u.images + EXCLUDED.images",
+            [user_id, _today(), messages, prompt, completion, images],
+        )
+
+
+def usage_record(*, message: Message, prompt_tokens: int | None = None) -> Message:
+    """Count one finished reply (call once, whatever its final status).
+
+    The provider's usage on the message wins; otherwise the completion is counted
+    with the model's tokenizer and the prompt is `prompt_tokens` (pass the context
+    report's `used_tokens`). Counted values are stored on the message too.
+    """
+    fill: dict[str, int] = {}
+    if message.completion_tokens is None:
+        fill["completion_tokens"] = count_tokens(message.content, model=message.model)
+    if message.prompt_tokens is None and prompt_tokens is not None:
+        fill["prompt_tokens"] = prompt_tokens
+    if fill:
+        Message.objects.filter(pk=message.pk).update(**fill)
+        for name, value in fill.items():
+            setattr(message, name, value)
+    _bump(
+        message.user_id,
+        messages=1,
+        prompt=message.prompt_tokens or 0,
+        completion=message.completion_tokens or 0,
+    )
+    return message
+
+
+def usage_record_image(*, user: Any) -> None:
+    _bump(user.pk, images=1)
+
+
+def quota_limits(*, user: Any) -> dict[str, int | None]:
+    """{"daily_tokens", "daily_messages"}; None means unlimited."""
+    override = (
+        UserQuota.objects.filter(user_id=user.pk)
+        .values("daily_tokens", "daily_messages")
+        .first()
+        or {}
+    )
+    limits: dict[str, int | None] = {}
+    for name, default in (
+        ("daily_tokens", settings.QUOTA_DAILY_TOKENS),
+        ("daily_messages", settings.QUOTA_DAILY_MESSAGES),
+    ):
+        value = override.get(name)
+        value = default if value is None else value
+        limits[name] = value or None  # 0 means unlimited
+    return limits
+
+
+def _today_row(user: Any) -> dict[str, int]:
+    return UsageDaily.objects.filter(user_id=user.pk, day=_today()).values(
+        "messages", "prompt_tokens", "completion_tokens", "images"
+    ).first() or {
+        "messages": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "images": 0,
+    }
+
+
+def quota_check(*, user: Any) -> None:
+    """Raise QuotaExceeded (with `reset_at`) when today's tokens or replies reached the
+    user's limit. Two small queries; one when no quota applies."""
+    limits = quota_limits(user=user)
+    if limits["daily_tokens"] is None and limits["daily_messages"] is None:
+        return
+    today = _today_row(user)
+    tokens = today["prompt_tokens"] + today["completion_tokens"]
+    when = reset_at()
+    if limits["daily_tokens"] is not None and tokens >= limits["daily_tokens"]:
+        raise QuotaExceeded(
+            f"You have used your {limits['daily_tokens']:,} tokens for today. "
+            f"The allowance resets at {when:%H:%M} UTC.",
+            reset_at=when.isoformat(),
+        )
+    if (
+        limits["daily_messages"] is not None
+        and today["messages"] >= limits["daily_messages"]
+    ):
+        raise QuotaExceeded(
+            f"You have used your {limits['daily_messages']:,} replies for today. "
+            f"The allowance resets at {when:%H:%M} UTC.",
+            reset_at=when.isoformat(),
+        )
+
+
+def usage_summary(*, user: Any) -> dict[str, Any]:
+    """Today's totals, the quotas, the reset time and the last 14 days, oldest first."""
+    from ..selectors import usage_for_user
+
+    today = _today()
+    rows = {row["day"]: row for row in usage_for_user(user=user, days=HISTORY_DAYS)}
+    empty = {"messages": 0, "prompt_tokens": 0, "completion_tokens": 0, "images": 0}
+    days = []
+    for offset in range(HISTORY_DAYS - 1, -1, -1):
+        day = today - timedelta(days=offset)
+        row = rows.get(day, empty)
+        days.append({"day": day.isoformat(), **{k: row[k] for k in empty}})
+    return {
+        "today": {k: v for k, v in days[-1].items() if k != "day"},
+        "quota": quota_limits(user=user),
+        "reset_at": reset_at().isoformat(),
+        "days": days,
+    }
