@@ -66,5 +66,24 @@ format: $(VENV)/.installed-dev ## apply ruff fixes and formatting
 typecheck: $(VENV)/.installed-dev ## mypy on services, selectors, gateways, consumers
 	$(BIN)/mypy
 
+cluster: $(VENV)/.installed ## nginx on :8080 balancing CLUSTER_PROCS (2) daphne processes
+	$(BIN)/python deploy/cluster.py start --procs $${CLUSTER_PROCS:-2}
+
+cluster-down: ## stop the local cluster
+	$(BIN)/python deploy/cluster.py stop
+
+bench: $(VENV)/.installed-dev ## every benchmark (bench/README.md); results in bench/results/
+	$(BIN)/python bench/stream_sweep.py
+	$(BIN)/python bench/stream_sweep.py --cluster 1 --levels 50,100,200
+	$(BIN)/python bench/stream_sweep.py --cluster 2 --levels 50,100,200
+	$(BIN)/python bench/direct_sdk.py
+	$(BIN)/python bench/soak.py
+
+bench-sweep: $(VENV)/.installed-dev ## the streaming sweep against one daphne process
+	$(BIN)/python bench/stream_sweep.py
+
+bench-soak: $(VENV)/.installed-dev ## the 10-minute soak (SOAK_MINUTES to shorten)
+	$(BIN)/python bench/soak.py --minutes $${SOAK_MINUTES:-10}
+
 clean: ## remove the virtualenv, the SQLite file and collected static files
 	rm -rf $(VENV) db.sqlite3* staticfiles

@@ -36,15 +36,13 @@ def _database_check() -> str:
     return OK
 
 
-async def _redis_check(timeout: float) -> str:
+async def _redis_check(limit: float) -> str:
     url = settings.REDIS_URL
     if not url:
         return NOT_CONFIGURED
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout
-    )
+    client = aioredis.from_url(url, socket_connect_timeout=limit, socket_timeout=limit)
     try:
         await client.ping()
     finally:
@@ -66,9 +64,9 @@ def _storage_check() -> str:
     return OK
 
 
-async def _bounded(probe, timeout: float) -> str:
+async def _bounded(probe, limit: float) -> str:
     try:
-        return await asyncio.wait_for(probe, timeout)
+        return await asyncio.wait_for(probe, limit)
     except Exception:  # a health probe reports, it never raises
         return ERROR
 
