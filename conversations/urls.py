@@ -1,7 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import review_views, views
 
 urlpatterns = [
     path("", views.chat, name="chat"),
+    path(
+        "api/messages/<int:message_id>/report/",
+        review_views.message_report_view,
+        name="message-report",
+    ),
 ]

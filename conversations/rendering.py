@@ -1,0 +1,64 @@
+"""Markdown to HTML on the server, sanitised: model output and user text are untrusted.
+
+markdown-it-py renders (raw HTML in the source is escaped, not passed through), then
+nh3 keeps an allow-list of tags and attributes. Links keep only http, https and
+mailto (plus relative paths) and get `rel="noopener nofollow"`; images are kept only
+when they point at this site's own `/images/<id>/` files, so a transcript never
+loads anything from another host.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nh3
+from django.utils.safestring import SafeString, mark_safe
+from markdown_it import MarkdownIt
+
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+_md.enable("table")
+_md.enable("strikethrough")
+
+ALLOWED_TAGS = {
+    "p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "blockquote",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+    "table", "thead", "tbody", "tr", "th", "td", "a", "img",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title"},
+    "ol": {"start"},
+    "th": {"align"},
+    "td": {"align"},
+    "code": {"class"},  # "language-python" from fenced blocks
+}
+# An image path on this site: /images/<id>/ and nothing that could leave it.
+_OWN_IMAGE = re.compile(r"^/images/\d+/(?:\?[\w=&]*)?$")
+
+
+def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    if tag == "img" and attr == "src":
+        return value if _OWN_IMAGE.match(value) else None
+    if tag == "a" and attr == "href" and value.startswith("//"):
+        return None  # protocol-relative: another host with no scheme to check
+    if tag == "code" and attr == "class":
+        return value if re.fullmatch(r"language-[\w+-]{1,30}", value) else None
+    return value
+
+
+_cleaner = nh3.Cleaner(
+    tags=ALLOWED_TAGS,
+    clean_content_tags={"script", "style"},
+    attributes=ALLOWED_ATTRIBUTES,
+    attribute_filter=_attribute_filter,
+    url_schemes={"http", "https", "mailto"},
+    link_rel="noopener nofollow",
+    strip_comments=True,
+)
+
+
+def render_markdown(text: str) -> SafeString:
+    """Markdown source to HTML that is safe to insert into a page as is."""
+    if not text:
+        return mark_safe("")
+    return mark_safe(_cleaner.clean(_md.render(text)))  # noqa: S308 - sanitised above
