@@ -85,6 +85,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# redis-py's async pool fails at once past its cap (100 by default): size it for the load.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -97,8 +99,7 @@ if REDIS_URL:
                         "address": REDIS_URL,
                         # redis-py 8 defaults to 5 s and drops idle sockets (channels_redis#422).
                         "socket_timeout": None,
-                        # the async pool fails at once past 100 by default.
-                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=1000),
+                        "max_connections": REDIS_MAX_CONNECTIONS,
                     }
                 ],
             },
@@ -233,6 +234,8 @@ CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=20)
 CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=256 * 1024)
 CHAT_DELTA_WINDOW_MS = env.int("CHAT_DELTA_WINDOW_MS", default=40)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
+# How long the final save of a reply is retried while the database is unreachable.
+CHAT_FINAL_SAVE_RETRY_SECONDS = env.float("CHAT_FINAL_SAVE_RETRY_SECONDS", default=30.0)
 CHAT_PAGE_SIZE = env.int("CHAT_PAGE_SIZE", default=50)
 # Daily quotas per user; 0 means unlimited. Overridable per user in the admin.
 QUOTA_DAILY_TOKENS = env.int("QUOTA_DAILY_TOKENS", default=0)

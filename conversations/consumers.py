@@ -1,3 +1,136 @@
+"""The chat socket (protocol.md): parses frames, calls services, relays group events.
+
+Generation runs in tasks of the process's `Worker`, never in this handler, so
+`reply.stop` is read while a reply streams and replies outlive the socket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import protocol as p
+from .exceptions import ChatError
+from .live import dialogue_group
+from .serializers import dialogue_dict, message_dict
+from .services import messaging
+from .services.workers import accepting, get_worker
+
+log = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS = 50
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
-    pass
+    async def connect(self) -> None:
+        self.subscriptions: OrderedDict[int, None] = OrderedDict()
+        self.floors: dict[int, int] = {}
+        await self.accept()
+        if not self.scope["user"].is_authenticated:
+            await self.close(code=4401)
+        elif not accepting():
+            await self.close(code=1012)  # restarting: reconnect to another process
+        else:
+            await get_worker().ensure_started()
+
+    async def disconnect(self, code: int) -> None:
+        for dialogue_id in getattr(self, "subscriptions", ()):
+            await self.channel_layer.group_discard(dialogue_group(dialogue_id), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is not None and len(text_data) > settings.CHAT_MAX_FRAME_BYTES:
+            await self.close(code=1009)  # message too big
+            return
+        data: Any = None
+        try:
+            data = p.parse_frame(text_data)
+            await getattr(self, "on_" + data["type"].replace(".", "_"))(data)
+        except ChatError as exc:
+            await self.send_json({"type": "error", **exc.as_dict(), "ref": p.ref_of(data)})
+        except Exception:
+            log.exception("frame handling failed")
+            await self.send_json(
+                {"type": "error", "code": "internal", "message": ChatError.default_message, "ref": p.ref_of(data)}
+            )
+
+    async def send_json(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(event, separators=(",", ":")))
+
+    async def subscribe(self, dialogue_id: int) -> None:
+        if dialogue_id in self.subscriptions:
+            self.subscriptions.move_to_end(dialogue_id)
+            return
+        await self.channel_layer.group_add(dialogue_group(dialogue_id), self.channel_name)
+        self.subscriptions[dialogue_id] = None
+        if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
+            oldest, _ = self.subscriptions.popitem(last=False)
+            await self.channel_layer.group_discard(dialogue_group(oldest), self.channel_name)
+
+    async def chat_event(self, event: dict[str, Any]) -> None:
+        """A dialogue event from the group; deltas already in a sent state are dropped."""
+        floor = self.floors.get(event.get("mid", -1))
+        if floor is not None and event["seq"] <= floor:
+            return
+        await self.send(text_data=event["text"])
+
+    # --- client frames -------------------------------------------------------------
+
+    async def on_ping(self, data: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def on_dialogue_open(self, data: dict[str, Any]) -> None:
+        state, floors = await messaging.dialogue_open(
+            user=self.scope["user"], dialogue_id=p.dialogue_id(data), subscribe=self.subscribe
+        )
+        if len(self.floors) > 200:
+            self.floors.clear()
+        self.floors.update(floors)
+        await self.send_json(state)
+
+    async def on_dialogue_history(self, data: dict[str, Any]) -> None:
+        await self.send_json(
+            await messaging.dialogue_history(
+                user=self.scope["user"], dialogue_id=p.dialogue_id(data), before=data.get("before")
+            )
+        )
+
+    async def on_message_send(self, data: dict[str, Any], **options: Any) -> None:
+        turn = await messaging.message_send(
+            user=self.scope["user"],
+            dialogue_id=p.dialogue_id(data, nullable=not options.get("replace_last")),
+            content=p.text_field(data, "prompt" if options.get("force_image") else "content"),
+            client_id=p.client_id(data),
+            model=p.optional_str(data, "model"),
+            **options,
+        )
+        await self.begin(turn)
+
+    async def on_message_edit(self, data: dict[str, Any]) -> None:
+        await self.on_message_send(data, replace_last=True)
+
+    async def on_image_generate(self, data: dict[str, Any]) -> None:
+        await self.on_message_send(data, force_image=True, image_size=p.optional_str(data, "size"))
+
+    async def on_reply_stop(self, data: dict[str, Any]) -> None:
+        await messaging.reply_stop(
+            user=self.scope["user"], dialogue_id=p.dialogue_id(data), seq=p.optional_seq(data)
+        )
+
+    async def on_reply_regenerate(self, data: dict[str, Any]) -> None:
+        turn = await messaging.reply_regenerate(user=self.scope["user"], dialogue_id=p.dialogue_id(data))
+        await self.begin(turn)
+
+    async def begin(self, turn: messaging.Turn) -> None:
+        if turn.created_dialogue:
+            await self.send_json({"type": "dialogue.created", "dialogue": dialogue_dict(turn.dialogue)})
+        await self.subscribe(turn.dialogue.pk)
+        if turn.duplicate:
+            assert turn.message is not None
+            await self.send_json({"type": "message.created", "message": message_dict(turn.message, images=[])})
+        else:
+            await messaging.turn_begin(turn)

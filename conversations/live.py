@@ -1,0 +1,257 @@
+"""State that every server process must see: the text of replies in flight, locks,
+rate windows and which processes are alive. Redis when `REDIS_URL` is set, process
+memory otherwise (one process). Also the broadcast of events to a dialogue's sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+
+STREAM_TTL = 3600  # a reply's live text outlives any stream; finished ones expire sooner
+FINISHED_TTL = 120
+WORKER_TTL = 15
+
+
+def dialogue_group(dialogue_id: int) -> str:
+    return f"dlg.{dialogue_id}"
+
+
+def frame(event: dict[str, Any]) -> dict[str, Any]:
+    """The channel-layer message for an event: serialised once, sent as-is to every
+    socket; `mid`/`seq` let a socket drop deltas it already has without parsing."""
+    message: dict[str, Any] = {"type": "chat.event", "text": json.dumps(event, separators=(",", ":"))}
+    if event["type"] == "reply.delta":
+        message["mid"] = event["message_id"]
+        message["seq"] = event["seq"]
+    return message
+
+
+async def broadcast(dialogue_id: int, event: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.group_send(dialogue_group(dialogue_id), frame(event))
+
+
+def broadcast_on_commit(dialogue_id: int, event: dict[str, Any]) -> None:
+    """From sync code: send once the surrounding transaction commits (never a phantom)."""
+    transaction.on_commit(lambda: async_to_sync(broadcast)(dialogue_id, event))
+
+
+@dataclass(slots=True)
+class Snapshot:
+    text: str
+    seq: int
+    owner: str  # the control channel of the process generating it
+    done: bool
+
+
+class LiveStore(Protocol):
+    async def stream_start(self, message_id: int, owner: str) -> None: ...
+    async def stream_append(self, message_id: int, seq: int, delta: str) -> None: ...
+    async def stream_finish(self, message_id: int) -> None: ...
+    async def snapshot(self, message_id: int) -> Snapshot | None: ...
+    async def lock(self, key: str, token: str, ttl: float) -> bool: ...
+    async def unlock(self, key: str, token: str) -> None: ...
+    async def refresh_lock(self, key: str, token: str, ttl: float) -> None: ...
+    async def rate_hit(self, key: str, limit: int, window: int) -> int: ...
+    async def heartbeat(self, worker: str) -> None: ...
+    async def alive(self, workers: list[str]) -> set[str]: ...
+    async def forget_worker(self, worker: str) -> None: ...
+
+
+class MemoryStore:
+    """One process: plain dictionaries, expiry checked on read."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, Snapshot] = {}
+        self.expiry: dict[Any, float] = {}
+        self.locks: dict[str, str] = {}
+        self.windows: dict[str, tuple[int, int]] = {}
+        self.workers: set[str] = set()
+
+    def _expired(self, key: Any) -> bool:
+        deadline = self.expiry.get(key)
+        return deadline is not None and deadline < time.monotonic()
+
+    async def stream_start(self, message_id: int, owner: str) -> None:
+        self.streams[message_id] = Snapshot("", 0, owner, False)
+        self.expiry.pop(("s", message_id), None)
+
+    async def stream_append(self, message_id: int, seq: int, delta: str) -> None:
+        snap = self.streams[message_id]
+        snap.text += delta
+        snap.seq = seq
+
+    async def stream_finish(self, message_id: int) -> None:
+        if snap := self.streams.get(message_id):
+            snap.done = True
+            self.expiry[("s", message_id)] = time.monotonic() + FINISHED_TTL
+
+    async def snapshot(self, message_id: int) -> Snapshot | None:
+        if self._expired(("s", message_id)):
+            self.streams.pop(message_id, None)
+        snap = self.streams.get(message_id)
+        return Snapshot(snap.text, snap.seq, snap.owner, snap.done) if snap else None
+
+    async def lock(self, key: str, token: str, ttl: float) -> bool:
+        if key in self.locks and not self._expired(("l", key)):
+            return False
+        self.locks[key] = token
+        self.expiry[("l", key)] = time.monotonic() + ttl
+        return True
+
+    async def unlock(self, key: str, token: str) -> None:
+        if self.locks.get(key) == token:
+            del self.locks[key]
+
+    async def refresh_lock(self, key: str, token: str, ttl: float) -> None:
+        if self.locks.get(key) == token:
+            self.expiry[("l", key)] = time.monotonic() + ttl
+
+    async def rate_hit(self, key: str, limit: int, window: int) -> int:
+        now = time.time()
+        bucket = int(now // window)
+        previous, count = self.windows.get(key, (bucket, 0))
+        count = count + 1 if previous == bucket else 1
+        self.windows[key] = (bucket, count)
+        return 0 if count <= limit else max(1, int(window - now % window))
+
+    async def heartbeat(self, worker: str) -> None:
+        self.workers.add(worker)
+
+    async def alive(self, workers: list[str]) -> set[str]:
+        return {w for w in workers if w in self.workers}
+
+    async def forget_worker(self, worker: str) -> None:
+        self.workers.discard(worker)
+
+
+_UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_REFRESH = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RedisStore:
+    """Keys: `cs:s:<id>` a hash {q: seq, o: owner, d: done} and `cs:s:<id>:t` its text;
+    `cs:l:*` locks;
+    `cs:r:*` rate windows; `cs:w:<worker>` process heartbeats."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def r(self) -> Any:
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.from_url(
+                self.url,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                max_connections=settings.REDIS_MAX_CONNECTIONS,
+                decode_responses=False,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def stream_start(self, message_id: int, owner: str) -> None:
+        key = f"cs:s:{message_id}"
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping={"q": 0, "o": owner, "d": 0})
+            pipe.expire(key, STREAM_TTL)
+            pipe.set(f"{key}:t", "", ex=STREAM_TTL)
+            await pipe.execute()
+
+    async def stream_append(self, message_id: int, seq: int, delta: str) -> None:
+        # Text and seq change together (MULTI), so a reader never sees one without
+        # the other: the basis of exact resume (protocol guarantee 2).
+        await self.r.eval(_APPEND, 1, f"cs:s:{message_id}", delta, seq)
+
+    async def stream_finish(self, message_id: int) -> None:
+        key = f"cs:s:{message_id}"
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "d", 1)
+            pipe.expire(key, FINISHED_TTL)
+            pipe.expire(f"{key}:t", FINISHED_TTL)
+            await pipe.execute()
+
+    async def snapshot(self, message_id: int) -> Snapshot | None:
+        key = f"cs:s:{message_id}"
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(key)
+            pipe.get(f"{key}:t")
+            data, text = await pipe.execute()
+        if not data:
+            return None
+        return Snapshot(
+            (text or b"").decode(),
+            int(data.get(b"q", 0)),
+            data.get(b"o", b"").decode(),
+            data.get(b"d", b"0") == b"1",
+        )
+
+    async def lock(self, key: str, token: str, ttl: float) -> bool:
+        return bool(await self.r.set(f"cs:l:{key}", token, nx=True, px=int(ttl * 1000)))
+
+    async def unlock(self, key: str, token: str) -> None:
+        await self.r.eval(_UNLOCK, 1, f"cs:l:{key}", token)
+
+    async def refresh_lock(self, key: str, token: str, ttl: float) -> None:
+        await self.r.eval(_REFRESH, 1, f"cs:l:{key}", token, int(ttl * 1000))
+
+    async def rate_hit(self, key: str, limit: int, window: int) -> int:
+        now = time.time()
+        bucket = f"cs:r:{key}:{int(now // window)}"
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.incr(bucket)
+            pipe.expire(bucket, window + 1)
+            count, _ = await pipe.execute()
+        return 0 if count <= limit else max(1, int(window - now % window))
+
+    async def heartbeat(self, worker: str) -> None:
+        await self.r.set(f"cs:w:{worker}", 1, ex=WORKER_TTL)
+
+    async def alive(self, workers: list[str]) -> set[str]:
+        if not workers:
+            return set()
+        values = await self.r.mget([f"cs:w:{w}" for w in workers])
+        return {w for w, v in zip(workers, values, strict=True) if v is not None}
+
+    async def forget_worker(self, worker: str) -> None:
+        await self.r.delete(f"cs:w:{worker}")
+
+
+_APPEND = """
+redis.call('hset', KEYS[1], 'q', ARGV[2])
+return redis.call('append', KEYS[1] .. ':t', ARGV[1])
+"""
+
+_store: LiveStore | None = None
+
+
+def get_store() -> LiveStore:
+    global _store
+    if _store is None:
+        _store = RedisStore(settings.REDIS_URL) if settings.REDIS_URL else MemoryStore()
+    return _store

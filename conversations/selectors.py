@@ -1,0 +1,143 @@
+"""Reads, always scoped to a user: another user's dialogue is as missing as no dialogue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Greatest, Lower, StrIndex, Substr
+
+from .exceptions import BadRequest, DialogueNotFound, PresetNotFound
+from .models import Dialogue, Message, Preset, UsageDaily
+
+
+def dialogue_get_for_user(*, dialogue_id: Any, user: Any) -> Dialogue:
+    """The user's dialogue; `DialogueNotFound` for a missing one and a foreign one alike."""
+    if not isinstance(dialogue_id, int) or isinstance(dialogue_id, bool) or dialogue_id <= 0:
+        raise DialogueNotFound()
+    try:
+        return Dialogue.objects.get(pk=dialogue_id, owner=user)
+    except Dialogue.DoesNotExist:
+        raise DialogueNotFound() from None
+
+
+def message_page(
+    *, dialogue: Dialogue, before: int | None = None, limit: int | None = None
+) -> tuple[list[Message], bool]:
+    """The newest `limit` messages before `before` (oldest first) and whether more exist.
+
+    Two queries whatever the dialogue's length: the page (by the (dialogue, id) index)
+    and its images.
+    """
+    limit = limit or settings.CHAT_PAGE_SIZE
+    qs = Message.objects.filter(dialogue=dialogue)
+    if before is not None:
+        qs = qs.filter(id__lt=before)
+    rows = list(qs.order_by("-id").prefetch_related("images")[: limit + 1])
+    has_more = len(rows) > limit
+    return rows[:limit][::-1], has_more
+
+
+def message_find_by_client_id(*, user: Any, client_id: str) -> Message | None:
+    return (
+        Message.objects.select_related("dialogue")
+        .prefetch_related("images")
+        .filter(user=user, client_id=client_id)
+        .first()
+    )
+
+
+def message_last_user(*, dialogue: Dialogue) -> Message | None:
+    return (
+        Message.objects.filter(dialogue=dialogue, role=Message.Role.USER, replaced=False)
+        .order_by("-id")
+        .first()
+    )
+
+
+# --- dialogue lists, search, presets, usage (context/dialogue API) ---------------------
+# Owned by the context/dialogue API; the lead's functions stay above this line.
+
+DIALOGUE_PAGE_SIZE = 30
+SEARCH_MAX_CHARS = 200
+_SNIPPET_BEFORE = 60
+_SNIPPET_CHARS = 200
+
+
+def _cursor_encode(dialogue: Dialogue) -> str:
+    stamp = int(dialogue.last_activity_at.timestamp() * 1_000_000)
+    return f"{int(dialogue.pinned)}.{stamp}.{dialogue.pk}"
+
+
+def _cursor_decode(cursor: str) -> tuple[bool, datetime, int]:
+    try:
+        pinned, stamp, pk = cursor.split(".")
+        if pinned not in ("0", "1"):
+            raise ValueError(pinned)
+        moment = datetime.fromtimestamp(int(stamp) / 1_000_000, tz=UTC)
+        return pinned == "1", moment, int(pk)
+    except (ValueError, OverflowError, OSError):
+        raise BadRequest("The cursor is not valid.", fields={"cursor": "invalid"}) from None
+
+
+def dialogue_list_for_user(
+    *, user: Any, cursor: str | None = None, q: str = "", limit: int = DIALOGUE_PAGE_SIZE
+) -> tuple[list[Dialogue], str | None]:
+    """One page of the user's dialogues, pinned first, newest activity next, and the
+    cursor of the next page (None at the end). Keyset pagination on (pinned,
+    last_activity_at, id): stable while dialogues are added, one query per page.
+
+    With `q`, only dialogues whose title or any message contains it (case-insensitive);
+    each carries `snippet`: the text around the newest match in a message, or None.
+    """
+    qs = Dialogue.objects.filter(owner=user)
+    if cursor:
+        pinned, moment, pk = _cursor_decode(cursor)
+        later = Q(pinned=pinned, last_activity_at__lt=moment) | Q(
+            pinned=pinned, last_activity_at=moment, id__lt=pk
+        )
+        qs = qs.filter(later | Q(pinned=False) if pinned else later)
+    q = " ".join((q or "").split())[:SEARCH_MAX_CHARS]
+    if q:
+        matches = Message.objects.filter(dialogue=OuterRef("pk"), content__icontains=q)
+        start = Greatest(StrIndex(Lower("content"), Value(q.lower())) - _SNIPPET_BEFORE, 1)
+        snippet = matches.order_by("-id").annotate(
+            snip=Substr("content", start, _SNIPPET_CHARS)
+        )
+        qs = qs.filter(Q(title__icontains=q) | Exists(matches)).annotate(
+            snippet=Subquery(snippet.values("snip")[:1])
+        )
+    rows = list(qs.order_by("-pinned", "-last_activity_at", "-id")[: limit + 1])
+    for row in rows:
+        if q:
+            row.snippet = " ".join(row.snippet.split()) if row.snippet else None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_cursor_encode(rows[-1]) if more else None)
+
+
+def preset_list_for_user(*, user: Any) -> list[Preset]:
+    return list(Preset.objects.filter(owner=user).order_by("name", "id"))
+
+
+def preset_get_for_user(*, preset_id: Any, user: Any) -> Preset:
+    """The user's preset; `PresetNotFound` for a missing one and a foreign one alike."""
+    if not isinstance(preset_id, int) or isinstance(preset_id, bool) or preset_id <= 0:
+        raise PresetNotFound()
+    try:
+        return Preset.objects.get(pk=preset_id, owner=user)
+    except Preset.DoesNotExist:
+        raise PresetNotFound() from None
+
+
+def usage_for_user(*, user: Any, days: int = 14) -> list[dict[str, Any]]:
+    """The user's daily totals of the last `days` UTC days (today included), oldest
+    first; days without use are absent."""
+    since = datetime.now(UTC).date() - timedelta(days=days - 1)
+    return list(
+        UsageDaily.objects.filter(user=user, day__gte=since)
+        .order_by("day")
+        .values("day", "messages", "prompt_tokens", "completion_tokens", "images")
+    )

@@ -1,0 +1,471 @@
+"""Use cases of the chat socket: send, open, history, stop, regenerate, edit, images.
+
+Each validates, stores, and hands generation to this process's `Worker`; nothing
+refused here ever reaches the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .. import selectors
+from ..catalog import ModelSpec, resolve_model
+from ..exceptions import BadRequest, Busy, MessageNotFound, RateLimited, TooLong, Unavailable
+from ..live import broadcast, get_store
+from ..llm import ChatLLM, get_llm
+from ..models import Dialogue, Message
+from ..serializers import dialogue_dict, message_dict
+from .streaming import ReplyControl, reply_stream
+from .workers import dialogue_lock, get_worker
+
+log = logging.getLogger(__name__)
+
+IMAGE_PREFIXES = ("/image ", "image:")
+
+
+@dataclass
+class Turn:
+    """What a send stored: the user message and the reply (or image) to produce."""
+
+    dialogue: Dialogue
+    message: Message | None
+    reply: Message | None = None
+    image: Any = None
+    created_dialogue: bool = False
+    duplicate: bool = False
+    lock_token: str = ""
+
+
+def image_prompt(content: str) -> str | None:
+    lowered = content.lstrip().lower()
+    for prefix in IMAGE_PREFIXES:
+        if lowered.startswith(prefix):
+            return content.lstrip()[len(prefix) :].strip()
+    return None
+
+
+def _check_length(content: str) -> None:
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise TooLong(f"The message is {len(content):,} characters long; the limit is {limit:,}.")
+    if not content.strip():
+        raise BadRequest("The message is empty.")
+
+
+async def _admit(user: Any) -> None:
+    """Refusals that cost nothing: process draining, send rate, daily quota."""
+    if not get_worker().accepting:
+        raise Unavailable("This server is restarting. Your message was not sent; please resend it.")
+    retry = await get_store().rate_hit(
+        f"send:{user.pk}", settings.CHAT_RATE_LIMIT_PER_MINUTE, 60
+    )
+    if retry:
+        raise RateLimited(
+            f"You are sending messages too fast. Try again in {retry} seconds.", retry_after=retry
+        )
+    from .usage import quota_check
+
+    await database_sync_to_async(quota_check)(user=user)
+
+
+async def _lock(dialogue_id: int) -> str:
+    worker = get_worker()
+    token = f"{worker.id}:{timezone.now().timestamp()}"
+    if not await get_store().lock(dialogue_lock(dialogue_id), token, 3600):
+        raise Busy()
+    return token
+
+
+def _store_turn(
+    *,
+    user: Any,
+    dialogue: Dialogue | None,
+    content: str,
+    client_id: str,
+    spec: ModelSpec,
+    image: dict[str, Any] | None,
+    replace_from: int | None = None,
+) -> Turn:
+    """One transaction: the dialogue (if new), the user message, the pending reply."""
+    worker = get_worker()
+    with transaction.atomic():
+        created = dialogue is None
+        if dialogue is None:
+            dialogue = Dialogue.objects.create(owner=user, model=spec.name)
+        elif Message.objects.filter(dialogue=dialogue, status=Message.Status.STREAMING).exists():
+            raise Busy()
+        if replace_from is not None:
+            Message.objects.filter(dialogue=dialogue, id__gte=replace_from).update(replaced=True)
+        message = Message.objects.create(
+            dialogue=dialogue,
+            user=user,
+            role=Message.Role.USER,
+            content=content,
+            client_id=client_id,
+            created_dialogue=created,
+            model=spec.name,
+        )
+        reply = _create_reply(dialogue=dialogue, spec=spec, worker_id=worker.id)
+        picture = None
+        if image is not None:
+            from imaging.services import image_create_pending
+
+            picture = image_create_pending(message=reply, prompt=image["prompt"], size=image.get("size"))
+        Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
+    return Turn(dialogue, message, reply, picture, created_dialogue=created)
+
+
+def _create_reply(*, dialogue: Dialogue, spec: ModelSpec, worker_id: str) -> Message:
+    return Message.objects.create(
+        dialogue=dialogue,
+        user_id=dialogue.owner_id,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=spec.name,
+        worker=worker_id,
+    )
+
+
+async def message_send(
+    *,
+    user: Any,
+    dialogue_id: int | None,
+    content: str,
+    client_id: str,
+    model: str | None = None,
+    image_size: str | None = None,
+    force_image: bool = False,
+    replace_last: bool = False,
+) -> Turn:
+    """Store a user message (or an image request) and its pending reply.
+
+    A `client_id` already used by this user stores nothing and returns the stored turn
+    with `duplicate=True` (protocol guarantee 4).
+    """
+    _check_length(content)
+    existing = await database_sync_to_async(selectors.message_find_by_client_id)(
+        user=user, client_id=client_id
+    )
+    if existing is not None:
+        return Turn(existing.dialogue, existing, created_dialogue=existing.created_dialogue, duplicate=True)
+    prompt = content.strip() if force_image else image_prompt(content)
+    if force_image:
+        content = f"/image {prompt}"
+    dialogue = None
+    if dialogue_id is not None:
+        dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+            dialogue_id=dialogue_id, user=user
+        )
+    spec = resolve_model(model or (dialogue.model if dialogue else None))
+    replace_from = None
+    if replace_last:
+        if dialogue is None:
+            raise BadRequest("Nothing to edit in a new dialogue.")
+        last = await database_sync_to_async(selectors.message_last_user)(dialogue=dialogue)
+        if last is None:
+            raise MessageNotFound("There is no message to edit in this dialogue.")
+        replace_from = last.pk
+    await _admit(user)
+    token = await _lock(dialogue.pk) if dialogue else ""
+    try:
+        turn = await database_sync_to_async(_store_turn)(
+            user=user,
+            dialogue=dialogue,
+            content=content,
+            client_id=client_id,
+            spec=spec,
+            image={"prompt": prompt, "size": image_size} if prompt is not None else None,
+            replace_from=replace_from,
+        )
+    except IntegrityError:
+        # The same client_id raced in from another socket: the first one won.
+        if token:
+            await get_store().unlock(dialogue_lock(dialogue.pk), token)  # type: ignore[union-attr]
+        existing = await database_sync_to_async(selectors.message_find_by_client_id)(
+            user=user, client_id=client_id
+        )
+        if existing is None:
+            raise
+        return Turn(existing.dialogue, existing, created_dialogue=existing.created_dialogue, duplicate=True)
+    except BaseException:
+        if token:
+            await get_store().unlock(dialogue_lock(dialogue.pk), token)  # type: ignore[union-attr]
+        raise
+    if not token:
+        token = await _lock(turn.dialogue.pk)
+    turn.lock_token = token
+    return turn
+
+
+async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
+    """Answer the last user message again; earlier answers to it stay, marked replaced."""
+    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+        dialogue_id=dialogue_id, user=user
+    )
+    last = await database_sync_to_async(selectors.message_last_user)(dialogue=dialogue)
+    if last is None:
+        raise MessageNotFound("There is no message to answer in this dialogue.")
+    await _admit(user)
+    spec = resolve_model(dialogue.model)
+    token = await _lock(dialogue.pk)
+
+    def store() -> Turn:
+        with transaction.atomic():
+            if Message.objects.filter(dialogue=dialogue, status=Message.Status.STREAMING).exists():
+                raise Busy()
+            Message.objects.filter(dialogue=dialogue, id__gt=last.pk).update(replaced=True)
+            reply = _create_reply(dialogue=dialogue, spec=spec, worker_id=get_worker().id)
+            picture = None
+            prompt = image_prompt(last.content)
+            if prompt is not None:
+                from imaging.services import image_create_pending
+
+                picture = image_create_pending(message=reply, prompt=prompt, size=None)
+            Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
+        return Turn(dialogue, None, reply, picture, lock_token=token)
+
+    try:
+        return await database_sync_to_async(store)()
+    except BaseException:
+        await get_store().unlock(dialogue_lock(dialogue.pk), token)
+        raise
+
+
+async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
+    """Announce the stored message and start producing the reply in this process."""
+    assert turn.reply is not None
+    worker = get_worker()
+    await worker.ensure_started()
+    if turn.message is not None:
+        await broadcast(
+            turn.dialogue.pk, {"type": "message.created", "message": message_dict(turn.message, images=[])}
+        )
+    control = ReplyControl()
+    if turn.image is not None:
+        coro = _image_run(turn)
+    else:
+        coro = _reply_run(turn, llm or get_llm(), control)
+    worker.spawn(turn.reply.pk, control, coro)
+
+
+async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
+    from .context import context_build
+
+    dialogue, reply = turn.dialogue, turn.reply
+    assert reply is not None
+    store = get_store()
+    worker = get_worker()
+    try:
+        await store.stream_start(reply.pk, worker.channel)
+        await broadcast(
+            dialogue.pk,
+            {"type": "reply.started", "dialogue": dialogue.pk, "message": message_dict(reply, images=[])},
+        )
+        spec = resolve_model(reply.model)
+        try:
+            context = await context_build(dialogue=dialogue, model=spec, llm=llm, upto_message_id=reply.pk)
+            messages = context.messages
+        except Exception:
+            log.exception("context build failed for dialogue %s", dialogue.pk)
+            messages = [{"role": "user", "content": turn.message.content if turn.message else ""}]
+        tools, handler = _image_tool(reply)
+        completed = False
+        async for event in reply_stream(
+            message=reply, llm=llm, messages=messages, control=control, tools=tools, tool_handler=handler
+        ):
+            if event["type"] == "reply.delta":
+                await store.stream_append(reply.pk, event["seq"], event["delta"])
+            elif event["type"] == "reply.completed":
+                completed = True
+            await broadcast(dialogue.pk, event)
+        if completed:
+            await _autotitle(dialogue, llm, spec)
+    except Exception:
+        log.exception("reply %s failed", reply.pk)
+    finally:
+        await _release(turn)
+
+
+async def _release(turn: Turn) -> None:
+    store = get_store()
+    assert turn.reply is not None
+    try:
+        await store.stream_finish(turn.reply.pk)
+        await store.unlock(dialogue_lock(turn.dialogue.pk), turn.lock_token)
+    except Exception:
+        log.warning("could not release the live state of reply %s", turn.reply.pk, exc_info=True)
+
+
+async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
+    if dialogue.title or dialogue.title_set_by_user:
+        return
+    try:
+        from .dialogues import title_autoname
+
+        updated = await title_autoname(dialogue=dialogue, llm=llm, model=spec)
+    except Exception:
+        log.warning("auto title failed for dialogue %s", dialogue.pk, exc_info=True)
+        return
+    if updated is not None:
+        await broadcast(dialogue.pk, {"type": "dialogue.updated", "dialogue": dialogue_dict(updated)})
+
+
+def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
+    if not settings.IMAGE_TOOL_ENABLED:
+        return None, None
+    from imaging.generators import IMAGE_TOOL_NAME, IMAGE_TOOL_SCHEMA
+    from imaging.services import image_create_pending, image_render
+
+    async def handler(call: dict[str, Any]) -> Any:
+        if call.get("name") != IMAGE_TOOL_NAME:
+            yield f"Unknown tool {call.get('name')!r}."
+            return
+        try:
+            args = json.loads(call.get("arguments") or "{}")
+            image = await database_sync_to_async(image_create_pending)(
+                message=reply, prompt=str(args.get("prompt", "")), size=args.get("size")
+            )
+        except (ValueError, BadRequest, TooLong) as exc:
+            yield f"The image could not be requested: {exc}"
+            return
+        yield await _image_event("image.started", reply)
+        image = await image_render(image=image)
+        ok = image.status == "complete"
+        yield await _image_event("image.completed" if ok else "image.failed", reply)
+        if ok:
+            yield "The image was generated and is shown to the user below your message."
+        else:
+            yield f"The image could not be generated: {image.error_message}"
+
+    return [IMAGE_TOOL_SCHEMA], handler
+
+
+@database_sync_to_async
+def _reload(message: Message) -> Message:
+    return Message.objects.prefetch_related("images").get(pk=message.pk)
+
+
+async def _image_event(kind: str, message: Message) -> dict[str, Any]:
+    fresh = await _reload(message)
+    return {"type": kind, "dialogue": message.dialogue_id, "message": message_dict(fresh)}
+
+
+async def _image_run(turn: Turn) -> None:
+    from imaging.services import image_render
+
+    reply = turn.reply
+    assert reply is not None
+    try:
+        await broadcast(turn.dialogue.pk, await _image_event("image.started", reply))
+        image = await image_render(image=turn.image)
+        ok = image.status == "complete"
+
+        def finish() -> None:
+            fields: dict[str, Any] = {"status": Message.Status.COMPLETE if ok else Message.Status.FAILED}
+            if ok:
+                fields["content"] = ""
+            else:
+                fields["error_code"] = image.error_code or "image_failed"
+                fields["error_message"] = image.error_message or "The image could not be generated."
+            with transaction.atomic():
+                Message.objects.filter(pk=reply.pk).update(**fields, worker="", updated_at=timezone.now())
+                if ok:
+                    try:
+                        from .usage import usage_record_image
+                    except ImportError:  # TODO(lead): remove once usage lands
+                        return
+                    usage_record_image(user=reply.user)
+
+        await database_sync_to_async(finish)()
+        await broadcast(
+            turn.dialogue.pk, await _image_event("image.completed" if ok else "image.failed", reply)
+        )
+        if ok:
+            await _autotitle(turn.dialogue, get_llm(), resolve_model(reply.model))
+    except Exception:
+        log.exception("image reply %s failed", reply.pk)
+    finally:
+        await _release(turn)
+
+
+async def dialogue_open(
+    *, user: Any, dialogue_id: Any, subscribe: Callable[[int], Awaitable[None]]
+) -> tuple[dict[str, Any], dict[int, int]]:
+    """The `dialogue.state` event and, per reply in flight, the seq its text includes.
+
+    `subscribe` runs once the dialogue is known to be the user's and before anything is
+    read, so every delta after the state is delivered: no gap (guarantee 2).
+    """
+    from .workers import replies_reap
+
+    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+        dialogue_id=dialogue_id, user=user
+    )
+    await subscribe(dialogue.pk)
+    messages, has_more = await database_sync_to_async(selectors.message_page)(dialogue=dialogue)
+    floors: dict[int, int] = {}
+    store = get_store()
+    for i, message in enumerate(messages):
+        if message.status != Message.Status.STREAMING:
+            continue
+        snap = await store.snapshot(message.pk)
+        if snap is None and await replies_reap(worker=get_worker(), only=[message.pk]):
+            snap = None
+            message = messages[i] = await _reload(message)
+        elif snap is not None and snap.done:
+            message = messages[i] = await _reload(message)
+        elif snap is not None:
+            message.content, message.seq = snap.text, snap.seq
+        floors[message.pk] = message.seq
+    return {
+        "type": "dialogue.state",
+        "dialogue": dialogue_dict(dialogue),
+        "messages": [message_dict(m) for m in messages],
+        "has_more": has_more,
+    }, floors
+
+
+async def dialogue_history(*, user: Any, dialogue_id: Any, before: Any) -> dict[str, Any]:
+    if not isinstance(before, int) or isinstance(before, bool):
+        raise BadRequest("`before` must be a message id (an integer).")
+    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+        dialogue_id=dialogue_id, user=user
+    )
+    messages, has_more = await database_sync_to_async(selectors.message_page)(
+        dialogue=dialogue, before=before
+    )
+    return {
+        "type": "dialogue.history",
+        "dialogue": dialogue.pk,
+        "messages": [message_dict(m) for m in messages],
+        "has_more": has_more,
+    }
+
+
+@database_sync_to_async
+def _streaming_reply_id(dialogue: Dialogue) -> int | None:
+    return (
+        Message.objects.filter(dialogue=dialogue, status=Message.Status.STREAMING)
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+async def reply_stop(*, user: Any, dialogue_id: Any, seq: int | None) -> bool:
+    """Stop the reply in flight in the dialogue (on whichever process); False if none."""
+    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+        dialogue_id=dialogue_id, user=user
+    )
+    message_id = await _streaming_reply_id(dialogue)
+    if message_id is None:
+        return False
+    return await get_worker().stop_reply(message_id, seq)
