@@ -19,6 +19,8 @@ export class ChatSocket extends EventTarget {
     this.lastFrameAt = 0;
     this.nextRetryAt = 0;
     window.addEventListener("online", () => this.reconnectNow());
+    // The system says the network is gone: the socket is dead too, say so now.
+    window.addEventListener("offline", () => this.drop());
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible" && this.state === "offline") this.reconnectNow();
     });
