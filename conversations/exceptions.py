@@ -66,3 +66,8 @@ class LLMError(ChatError):
         super().__init__(message)
         if code:
             self.code = code
+
+
+class PresetNotFound(ChatError):
+    code = "not_found"
+    default_message = "No such preset."
