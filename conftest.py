@@ -142,3 +142,42 @@ def daphne_factory(tmp_path) -> Iterator[Callable[..., DaphneProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+# --- The fake OpenAI-compatible upstream (conversations/testing/fake_openai) --------
+
+FAKE_OPENAI_SETTINGS = {
+    "OPENAI_API_KEY": "test-key",
+    "CHAT_MODELS": "fake-model:8192,fake-small:2048",
+    "DEFAULT_CHAT_MODEL": "fake-model",
+    "IMAGE_MODEL": "fake-image",
+}
+
+
+def fake_openai_env(fake) -> dict[str, str]:
+    """Environment pointing a daphne subprocess at `fake` (subprocesses do not see
+    pytest-django's `settings` overrides): `daphne_factory(fake_openai_env(fake))`."""
+    return {"OPENAI_BASE_URL": fake.base_url, **FAKE_OPENAI_SETTINGS}
+
+
+@pytest.fixture(scope="session")
+def _fake_openai_server():
+    from conversations.testing.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_openai(_fake_openai_server, settings):
+    """A running FakeOpenAI, reset to its defaults, with the settings pointing at it.
+
+    One server serves the whole session; reset() between tests forgets requests,
+    configuration and script and cuts responses still in flight."""
+    fake = _fake_openai_server
+    fake.reset()
+    settings.OPENAI_BASE_URL = fake.base_url
+    for name, value in FAKE_OPENAI_SETTINGS.items():
+        setattr(settings, name, value)
+    yield fake
+    fake.reset()

@@ -110,6 +110,7 @@ class FakeOpenAI:
         self.port = port
         self.record = record
         self.open_streams = 0
+        self.lateness = Lateness()
         self._lock = threading.Lock()
         self._initial = {**DEFAULTS, **validate(behaviour)}
         self._defaults = dict(self._initial)
@@ -191,6 +192,7 @@ class FakeOpenAI:
             self._defaults = dict(self._initial)
             self._generation += 1
         self._responder = None
+        self.lateness = Lateness()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         return wait_for(predicate, timeout)
@@ -505,7 +507,9 @@ class FakeOpenAI:
             limit = len(events)
             if fault is not None and fault.kind in FAULT_KINDS:
                 limit = min(fault.after, len(events))
-            sent = await _emit(response, events, 0, limit, start, interval, first)
+            sent = await _emit(
+                response, events, 0, limit, start, interval, first, self.lateness
+            )
             if fault is not None and fault.kind == "error_after":
                 await response.write(
                     chat.error_event("The fake upstream failed mid-stream.")
@@ -519,7 +523,14 @@ class FakeOpenAI:
                 start = loop.time() - sent * interval
                 first = first if sent == 0 else b""
                 sent = await _emit(
-                    response, events, sent, len(events), start, interval, first
+                    response,
+                    events,
+                    sent,
+                    len(events),
+                    start,
+                    interval,
+                    first,
+                    self.lateness,
                 )
             if not events:
                 await response.write(first)
@@ -617,6 +628,7 @@ class FakeOpenAI:
                 "requests": self._request_count,
                 "open_streams": self.open_streams,
                 "closed_early": len(self._closed_early),
+                "lateness": self.lateness.as_dict(),
                 "recent": [
                     {"path": r["path"], "body": r["body"]} for r in self.requests[-20:]
                 ],
@@ -660,6 +672,37 @@ class _Reply:
         return "tool_calls" if self.tool_call is not None else "stop"
 
 
+class Lateness:
+    """How late paced writes leave the fake against their schedule: the fake's own
+    share of any delay a benchmark measures."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.max = 0.0
+        self.over_5ms = 0
+        self.over_20ms = 0
+        self.over_50ms = 0
+
+    def add(self, late: float) -> None:
+        self.writes += 1
+        if late > 0.005:
+            self.over_5ms += 1
+            self.max = max(self.max, late)
+            if late > 0.02:
+                self.over_20ms += 1
+                if late > 0.05:
+                    self.over_50ms += 1
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "paced_writes": self.writes,
+            "max_ms": round(self.max * 1000, 1),
+            "over_5ms": self.over_5ms,
+            "over_20ms": self.over_20ms,
+            "over_50ms": self.over_50ms,
+        }
+
+
 async def _emit(
     response: web.StreamResponse,
     events: list[bytes],
@@ -668,6 +711,7 @@ async def _emit(
     start: float,
     interval: float,
     first: bytes,
+    lateness: Lateness,
 ) -> int:
     """Write events[index:limit] on an absolute schedule (event i is due at
     start + i * interval, so drift never accumulates); whatever is due at a wake-up
@@ -680,6 +724,7 @@ async def _emit(
             await asyncio.sleep(due - now)
             now = loop.time()
         if interval > 0:
+            lateness.add(now - due)
             end = min(limit, max(index + 1, int((now - start) / interval) + 1))
         else:
             end = limit
