@@ -36,6 +36,12 @@ def s3_client_config() -> Config:
     )
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The factories hash a password per user; PBKDF2 makes that the slowest step.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -12,7 +12,9 @@ from tests.factories import DialogueFactory, MessageFactory
 
 from .conftest import StubGenerator, png_bytes
 
-pytestmark = pytest.mark.django_db
+# The services reach the database through channels' database_sync_to_async, which
+# closes a connection inside a transaction: so no test-wrapping transaction.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def render(image, generator=None):
@@ -66,7 +68,6 @@ def test_create_pending_refuses_empty_and_overlong_prompts(settings, image_messa
 # --- rendering --------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
 def test_render_stores_a_real_png_and_only_its_key(storage, demo_mode, image_message):
     image = services.image_create_pending(
         message=image_message, prompt="a red fox in the snow", size="1024x1024"
@@ -93,7 +94,55 @@ def test_render_stores_a_real_png_and_only_its_key(storage, demo_mode, image_mes
     )
 
 
-@pytest.mark.django_db(transaction=True)
+def test_render_through_the_provider_stores_its_png(
+    storage, fake_openai, image_message
+):
+    image = services.image_create_pending(
+        message=image_message, prompt="a fox", size=None
+    )
+
+    image = render(image)
+
+    row = GeneratedImage.objects.get(pk=image.pk)
+    assert (row.status, row.model, row.width, row.height) == (
+        "complete",
+        "fake-image",
+        256,
+        256,
+    )
+    assert row.revised_prompt == "a fox (as imagined by the fake)"
+    assert storage.keys() == [row.storage_key]
+    assert Image.open(io.BytesIO(storage.read(row.storage_key))).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "code", "words"),
+    [
+        (
+            "a fox [[policy]]",
+            "content_policy",
+            "refused by the provider's safety system: ",
+        ),
+        ("a fox [[500]]", "upstream_error", "internal error (HTTP 500)"),
+    ],
+)
+def test_provider_refusal_and_500_fail_the_image_and_store_nothing(
+    storage, fake_openai, settings, image_message, prompt, code, words
+):
+    settings.IMAGE_MAX_RETRIES = 0
+    image = services.image_create_pending(
+        message=image_message, prompt=prompt, size=None
+    )
+
+    image = render(image)
+
+    row = GeneratedImage.objects.get(pk=image.pk)
+    assert (row.status, row.error_code) == ("failed", code)
+    assert words in row.error_message
+    assert row.storage_key == ""
+    assert storage.keys() == []
+
+
 def test_render_failure_records_a_readable_reason_and_stores_nothing(
     storage, image_message
 ):
@@ -113,7 +162,6 @@ def test_render_failure_records_a_readable_reason_and_stores_nothing(
     assert storage.keys() == []
 
 
-@pytest.mark.django_db(transaction=True)
 def test_render_turns_an_unexpected_generator_crash_into_a_failed_image(
     local_storage, image_message
 ):
@@ -133,7 +181,6 @@ def test_render_turns_an_unexpected_generator_crash_into_a_failed_image(
     assert local_storage.keys() == []
 
 
-@pytest.mark.django_db(transaction=True)
 def test_render_fails_cleanly_when_the_bucket_is_unusable(s3_storage, image_message):
     s3_storage.client().delete_bucket(Bucket=s3_storage.bucket)
     image = services.image_create_pending(
@@ -147,7 +194,6 @@ def test_render_fails_cleanly_when_the_bucket_is_unusable(s3_storage, image_mess
     assert GeneratedImage.objects.get(pk=image.pk).storage_key == ""
 
 
-@pytest.mark.django_db(transaction=True)
 def test_render_of_an_image_deleted_meanwhile_leaves_no_file(
     local_storage, image_message
 ):
@@ -188,7 +234,6 @@ def test_uploads_to_s3_are_not_aws_chunked(s3_storage):
 # --- re-rendering ------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
 def test_rerender_switches_to_the_new_file_and_removes_the_old_one(
     storage, image_message
 ):
@@ -212,7 +257,6 @@ def test_rerender_switches_to_the_new_file_and_removes_the_old_one(
     assert storage.keys() == [row.storage_key]
 
 
-@pytest.mark.django_db(transaction=True)
 def test_failed_rerender_keeps_the_old_picture_and_records_why(storage, image_message):
     image = render(
         services.image_create_pending(message=image_message, prompt="a fox", size=None),
@@ -241,7 +285,6 @@ def test_failed_rerender_keeps_the_old_picture_and_records_why(storage, image_me
     assert (row.status, row.error_code, row.error_message) == ("complete", "", "")
 
 
-@pytest.mark.django_db(transaction=True)
 def test_rerender_of_a_failed_image_completes_it(local_storage, image_message):
     image = render(
         services.image_create_pending(message=image_message, prompt="a fox", size=None),
@@ -268,7 +311,6 @@ def test_rerender_refuses_an_unconfigured_size(image_message):
 # --- deleting ----------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
 def test_deleting_a_dialogue_removes_its_image_files_after_commit(storage, user):
     from django.db import transaction
 
@@ -290,7 +332,6 @@ def test_deleting_a_dialogue_removes_its_image_files_after_commit(storage, user)
     assert storage.keys() == [kept_key]
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_dialogue_delete_keeps_its_files(
     local_storage, dialogue, image_message
 ):
