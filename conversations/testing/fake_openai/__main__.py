@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 
 from .server import FakeOpenAI
 
@@ -55,9 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     fake = FakeOpenAI(args.host, args.port, record=args.record, **behaviour)
 
     async def run() -> None:
-        await fake.serve(
-            lambda: print(f"fake openai listening on {fake.base_url}", flush=True)
-        )
+        serving = asyncio.current_task()
+        assert serving is not None
+        # SIGTERM and SIGINT end the server cleanly (a backgrounded process may
+        # ignore SIGINT, so handle both explicitly).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await fake.serve(
+                lambda: print(f"fake openai listening on {fake.base_url}", flush=True)
+            )
 
     if args.uvloop:
         with contextlib.suppress(ImportError):

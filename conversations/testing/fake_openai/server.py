@@ -28,6 +28,7 @@ from .behaviour import (
     validate,
 )
 from .images import render_png
+from .pacing import Lateness, Pacer
 
 Responder = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -111,6 +112,7 @@ class FakeOpenAI:
         self.record = record
         self.open_streams = 0
         self.lateness = Lateness()
+        self._pacer = Pacer()
         self._lock = threading.Lock()
         self._initial = {**DEFAULTS, **validate(behaviour)}
         self._defaults = dict(self._initial)
@@ -286,6 +288,7 @@ class FakeOpenAI:
             shutdown_timeout=0.5,
         )
         await runner.setup()
+        self._pacer = Pacer()
         site = web.TCPSite(runner, self.host, self.port, backlog=2048)
         await site.start()
         self._runner = runner
@@ -499,6 +502,8 @@ class FakeOpenAI:
         tps = float(b["tps"])
         interval = 1.0 / tps if tps > 0 else 0.0
         response = web.StreamResponse(headers=_SSE_HEADERS)
+        # the pacer writes chunks to the transport itself, framed as HTTP chunks
+        response.enable_chunked_encoding()
         await response.prepare(request)
         self.open_streams += 1
         try:
@@ -507,8 +512,15 @@ class FakeOpenAI:
             limit = len(events)
             if fault is not None and fault.kind in FAULT_KINDS:
                 limit = min(fault.after, len(events))
-            sent = await _emit(
-                response, events, 0, limit, start, interval, first, self.lateness
+            sent = await self._pacer.send(
+                request.transport,
+                events,
+                0,
+                limit,
+                start=start,
+                interval=interval,
+                first=first,
+                lateness=self.lateness,
             )
             if fault is not None and fault.kind == "error_after":
                 await response.write(
@@ -522,15 +534,15 @@ class FakeOpenAI:
                 await asyncio.sleep(float(b["stall_seconds"]))
                 start = loop.time() - sent * interval
                 first = first if sent == 0 else b""
-                sent = await _emit(
-                    response,
+                sent = await self._pacer.send(
+                    request.transport,
                     events,
                     sent,
                     len(events),
-                    start,
-                    interval,
-                    first,
-                    self.lateness,
+                    start=start,
+                    interval=interval,
+                    first=first,
+                    lateness=self.lateness,
                 )
             if not events:
                 await response.write(first)
@@ -670,67 +682,3 @@ class _Reply:
         if self.fault is not None and self.fault.kind == "content_filter":
             return "content_filter"
         return "tool_calls" if self.tool_call is not None else "stop"
-
-
-class Lateness:
-    """How late paced writes leave the fake against their schedule: the fake's own
-    share of any delay a benchmark measures."""
-
-    def __init__(self) -> None:
-        self.writes = 0
-        self.max = 0.0
-        self.over_5ms = 0
-        self.over_20ms = 0
-        self.over_50ms = 0
-
-    def add(self, late: float) -> None:
-        self.writes += 1
-        if late > 0.005:
-            self.over_5ms += 1
-            self.max = max(self.max, late)
-            if late > 0.02:
-                self.over_20ms += 1
-                if late > 0.05:
-                    self.over_50ms += 1
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "paced_writes": self.writes,
-            "max_ms": round(self.max * 1000, 1),
-            "over_5ms": self.over_5ms,
-            "over_20ms": self.over_20ms,
-            "over_50ms": self.over_50ms,
-        }
-
-
-async def _emit(
-    response: web.StreamResponse,
-    events: list[bytes],
-    index: int,
-    limit: int,
-    start: float,
-    interval: float,
-    first: bytes,
-    lateness: Lateness,
-) -> int:
-    """Write events[index:limit] on an absolute schedule (event i is due at
-    start + i * interval, so drift never accumulates); whatever is due at a wake-up
-    goes out in one write. `first` is prepended to the first write."""
-    loop = asyncio.get_running_loop()
-    while index < limit:
-        now = loop.time()
-        due = start + index * interval
-        if due > now:
-            await asyncio.sleep(due - now)
-            now = loop.time()
-        if interval > 0:
-            lateness.add(now - due)
-            end = min(limit, max(index + 1, int((now - start) / interval) + 1))
-        else:
-            end = limit
-        chunk = b"".join(events[index:end])
-        if first:
-            chunk, first = first + chunk, b""
-        await response.write(chunk)
-        index = end
-    return index
