@@ -140,6 +140,28 @@ def test_non_streamed_completion_has_the_whole_text_and_usage(fake_openai):
     assert completion.usage.completion_tokens == 4
 
 
+def test_max_tokens_cuts_the_reply_with_finish_reason_length(fake_openai):
+    fake_openai.configure(tokens=10)
+
+    completion = sync_client(fake_openai).chat.completions.create(
+        model="fake-model", messages=USER, max_tokens=3
+    )
+
+    assert completion.choices[0].message.content == "tok0 tok1 tok2"
+    assert completion.choices[0].finish_reason == "length"
+
+
+def test_remote_control_endpoints_configure_and_reset(fake_openai):
+    root = fake_openai.base_url.removesuffix("/v1")
+    httpx2.post(f"{root}/_fake/configure", json={"text": "remote"})
+    assert stream_text(sync_client(fake_openai))[0] == "remote"
+
+    httpx2.post(f"{root}/_fake/reset")
+
+    assert fake_openai.requests == []
+    assert stream_text(sync_client(fake_openai))[0].startswith("tok0 tok1")
+
+
 def test_explicit_text_is_split_by_words_or_by_chunk_chars(fake_openai):
     client = sync_client(fake_openai)
     fake_openai.configure(text="Hi there, friend")

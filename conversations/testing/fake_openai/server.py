@@ -296,7 +296,8 @@ class FakeOpenAI:
 
     def _call_in_loop(self, fn: Callable[[], None]) -> None:
         loop = self._loop
-        if loop is None or not loop.is_running():
+        on_loop = threading.current_thread() is self._thread
+        if loop is None or not loop.is_running() or on_loop:
             fn()
             return
         done = threading.Event()
@@ -401,6 +402,10 @@ class FakeOpenAI:
             if tool and behaviour["text"] is None and not behaviour["echo"]
             else reply_pieces(behaviour, messages)
         )
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        truncated = bool(max_tokens) and len(pieces) > int(max_tokens)
+        if truncated:
+            pieces = pieces[: int(max_tokens)]
         reply = _Reply(
             completion_id=f"chatcmpl-fake{uuid.uuid4().hex[:20]}",
             model=model,
@@ -423,6 +428,7 @@ class FakeOpenAI:
             prompt_tokens=count_prompt_tokens(messages),
             fault=fault,
             behaviour=behaviour,
+            truncated=truncated,
         )
         active = _Active(request)
         self._active[index] = active
@@ -676,9 +682,12 @@ class _Reply:
     prompt_tokens: int
     fault: Fault | None
     behaviour: dict[str, Any]
+    truncated: bool = False  # cut at max_tokens
 
     @property
     def finish_reason(self) -> str:
         if self.fault is not None and self.fault.kind == "content_filter":
             return "content_filter"
+        if self.truncated and self.tool_call is None:
+            return "length"
         return "tool_calls" if self.tool_call is not None else "stop"
