@@ -18,6 +18,10 @@ from django.db import connection
 from tests.factories import DialogueFactory, UserFactory
 
 BASE_DIR = Path(__file__).resolve().parent
+# Live keys in Redis are per test run: ids restart with each test database, and a
+# stale key from an earlier run must not look like a reply in flight. Daphne
+# subprocesses inherit it, so they share the run's namespace.
+os.environ.setdefault("CHAT_LIVE_PREFIX", f"test{os.getpid()}")
 PASSWORD = "correct-horse-battery-42"
 
 

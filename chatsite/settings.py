@@ -86,6 +86,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 # redis-py's async pool fails at once past its cap (100 by default): size it for the load.
+# Namespace of the live keys in Redis (sites sharing one Redis need distinct ones).
+CHAT_LIVE_PREFIX = env.str("CHAT_LIVE_PREFIX", default="cs")
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {

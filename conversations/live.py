@@ -151,8 +151,9 @@ class RedisStore:
     `cs:l:*` locks;
     `cs:r:*` rate windows; `cs:w:<worker>` process heartbeats."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         self.url = url
+        self.p = prefix
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -175,7 +176,7 @@ class RedisStore:
         return client
 
     async def stream_start(self, message_id: int, owner: str) -> None:
-        key = f"cs:s:{message_id}"
+        key = f"{self.p}:s:{message_id}"
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping={"q": 0, "o": owner, "d": 0})
@@ -186,10 +187,10 @@ class RedisStore:
     async def stream_append(self, message_id: int, seq: int, delta: str) -> None:
         # Text and seq change together (MULTI), so a reader never sees one without
         # the other: the basis of exact resume (protocol guarantee 2).
-        await self.r.eval(_APPEND, 1, f"cs:s:{message_id}", delta, seq)
+        await self.r.eval(_APPEND, 1, f"{self.p}:s:{message_id}", delta, seq)
 
     async def stream_finish(self, message_id: int) -> None:
-        key = f"cs:s:{message_id}"
+        key = f"{self.p}:s:{message_id}"
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, "d", 1)
             pipe.expire(key, FINISHED_TTL)
@@ -197,7 +198,7 @@ class RedisStore:
             await pipe.execute()
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
-        key = f"cs:s:{message_id}"
+        key = f"{self.p}:s:{message_id}"
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hgetall(key)
             pipe.get(f"{key}:t")
@@ -212,17 +213,17 @@ class RedisStore:
         )
 
     async def lock(self, key: str, token: str, ttl: float) -> bool:
-        return bool(await self.r.set(f"cs:l:{key}", token, nx=True, px=int(ttl * 1000)))
+        return bool(await self.r.set(f"{self.p}:l:{key}", token, nx=True, px=int(ttl * 1000)))
 
     async def unlock(self, key: str, token: str) -> None:
-        await self.r.eval(_UNLOCK, 1, f"cs:l:{key}", token)
+        await self.r.eval(_UNLOCK, 1, f"{self.p}:l:{key}", token)
 
     async def refresh_lock(self, key: str, token: str, ttl: float) -> None:
-        await self.r.eval(_REFRESH, 1, f"cs:l:{key}", token, int(ttl * 1000))
+        await self.r.eval(_REFRESH, 1, f"{self.p}:l:{key}", token, int(ttl * 1000))
 
     async def rate_hit(self, key: str, limit: int, window: int) -> int:
         now = time.time()
-        bucket = f"cs:r:{key}:{int(now // window)}"
+        bucket = f"{self.p}:r:{key}:{int(now // window)}"
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.incr(bucket)
             pipe.expire(bucket, window + 1)
@@ -230,16 +231,16 @@ class RedisStore:
         return 0 if count <= limit else max(1, int(window - now % window))
 
     async def heartbeat(self, worker: str) -> None:
-        await self.r.set(f"cs:w:{worker}", 1, ex=WORKER_TTL)
+        await self.r.set(f"{self.p}:w:{worker}", 1, ex=WORKER_TTL)
 
     async def alive(self, workers: list[str]) -> set[str]:
         if not workers:
             return set()
-        values = await self.r.mget([f"cs:w:{w}" for w in workers])
+        values = await self.r.mget([f"{self.p}:w:{w}" for w in workers])
         return {w for w, v in zip(workers, values, strict=True) if v is not None}
 
     async def forget_worker(self, worker: str) -> None:
-        await self.r.delete(f"cs:w:{worker}")
+        await self.r.delete(f"{self.p}:w:{worker}")
 
 
 _APPEND = """
@@ -253,5 +254,5 @@ _store: LiveStore | None = None
 def get_store() -> LiveStore:
     global _store
     if _store is None:
-        _store = RedisStore(settings.REDIS_URL) if settings.REDIS_URL else MemoryStore()
+        _store = RedisStore(settings.REDIS_URL, settings.CHAT_LIVE_PREFIX) if settings.REDIS_URL else MemoryStore()
     return _store
