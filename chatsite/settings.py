@@ -144,12 +144,15 @@ if _oss_endpoint and "://" not in _oss_endpoint:
 if not _oss_endpoint and OSS_BUCKET and _oss_region:
     # OSS's S3-compatible endpoint (STACK.md gotcha 9).
     _oss_endpoint = f"https://s3.oss-{_oss_region}.aliyuncs.com"
-AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default=OSS_BUCKET)
-AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default=_oss_region) or None
-AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default=_oss_endpoint) or None
-AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default=env.str("OSS_ACCESS_KEY_ID", default=""))
-AWS_SECRET_ACCESS_KEY = env.str(
-    "AWS_SECRET_ACCESS_KEY", default=env.str("OSS_ACCESS_KEY_SECRET", default="")
+# `or`, not default=: an empty AWS_* line copied from .env.example must not hide OSS_*.
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="") or OSS_BUCKET
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or _oss_region or None
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or _oss_endpoint or None
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or env.str(
+    "OSS_ACCESS_KEY_ID", default=""
+)
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or env.str(
+    "OSS_ACCESS_KEY_SECRET", default=""
 )
 # Lifetime of the presigned link the image view redirects to (private by default).
 IMAGE_URL_EXPIRE_SECONDS = env.int("IMAGE_URL_EXPIRE_SECONDS", default=300)

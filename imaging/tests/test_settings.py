@@ -134,3 +134,21 @@ def test_without_a_bucket_images_go_to_local_media():
 
     assert result["backend"] == "django.core.files.storage.FileSystemStorage"
     assert result["storage_class"] == "FileSystemStorage"
+
+
+def test_empty_aws_lines_from_the_example_file_do_not_hide_the_oss_ones():
+    result = settings_with(
+        OSS_BUCKET="chat-images",
+        OSS_REGION="cn-beijing",
+        OSS_ACCESS_KEY_ID="k",
+        OSS_ACCESS_KEY_SECRET="s",
+        AWS_STORAGE_BUCKET_NAME="",
+        AWS_S3_ENDPOINT_URL="",
+        AWS_S3_REGION_NAME="",
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+    )
+
+    assert result["options"]["bucket_name"] == "chat-images"
+    assert result["options"]["endpoint_url"] == "https://s3.oss-cn-beijing.aliyuncs.com"
+    assert result["options"]["access_key"] == "k"
