@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import subprocess
@@ -22,7 +23,20 @@ USER = [{"role": "user", "content": "Hello there, fake model"}]
 
 
 def sync_client(fake, **kwargs) -> OpenAI:
-    return OpenAI(base_url=fake.base_url, api_key="test-key", max_retries=0, **kwargs)
+    if kwargs:
+        return OpenAI(
+            base_url=fake.base_url, api_key="test-key", max_retries=0, **kwargs
+        )
+    return _shared_client(fake.base_url)
+
+
+@functools.cache
+def _shared_client(base_url: str) -> OpenAI:
+    # building a client loads TLS certificates (~0.1 s): share the plain one
+    return OpenAI(base_url=base_url, api_key="test-key", max_retries=0)
+
+
+http = httpx2.Client()
 
 
 def async_client(fake, **kwargs) -> AsyncOpenAI:
@@ -153,10 +167,10 @@ def test_max_tokens_cuts_the_reply_with_finish_reason_length(fake_openai):
 
 def test_remote_control_endpoints_configure_and_reset(fake_openai):
     root = fake_openai.base_url.removesuffix("/v1")
-    httpx2.post(f"{root}/_fake/configure", json={"text": "remote"})
+    http.post(f"{root}/_fake/configure", json={"text": "remote"})
     assert stream_text(sync_client(fake_openai))[0] == "remote"
 
-    httpx2.post(f"{root}/_fake/reset")
+    http.post(f"{root}/_fake/reset")
 
     assert fake_openai.requests == []
     assert stream_text(sync_client(fake_openai))[0].startswith("tok0 tok1")
@@ -508,7 +522,7 @@ def test_images_url_mode_serves_the_png(fake_openai):
     result = sync_client(fake_openai).images.generate(
         model="fake-image", prompt="a blue whale"
     )
-    response = httpx2.get(result.data[0].url)
+    response = http.get(result.data[0].url)
 
     assert result.data[0].b64_json is None
     assert response.status_code == 200
@@ -549,6 +563,16 @@ def test_strict_models_refuses_unknown_models(fake_openai):
         sync_client(fake_openai).chat.completions.create(
             model="gpt-unknown", messages=USER
         )
+
+
+def test_a_body_that_is_not_a_json_object_is_a_400(fake_openai):
+    url = f"{fake_openai.base_url}/chat/completions"
+
+    not_json = http.post(url, content=b"{nope")
+    a_list = http.post(url, json=[1, 2])
+
+    assert not_json.status_code == a_list.status_code == 400
+    assert a_list.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_configure_rejects_unknown_keys(fake_openai):
@@ -606,9 +630,9 @@ def test_command_line_server_streams(tmp_path):
 
         # when
         text, _ = stream_text(client)
-        httpx2.post(f"http://127.0.0.1:{port}/_fake/configure", json={"text": "remote"})
+        http.post(f"http://127.0.0.1:{port}/_fake/configure", json={"text": "remote"})
         remote, _ = stream_text(client)
-        stats = httpx2.get(f"http://127.0.0.1:{port}/_fake/stats").json()
+        stats = http.get(f"http://127.0.0.1:{port}/_fake/stats").json()
 
         # then
         assert text == "tok0 tok1 tok2"

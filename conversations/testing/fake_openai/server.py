@@ -374,7 +374,9 @@ class FakeOpenAI:
         try:
             body = await request.json()
         except ValueError:
-            return _json_error(400, message="The request body is not valid JSON.")
+            body = None
+        if not isinstance(body, dict):
+            return _json_error(400, message="The request body must be a JSON object.")
         index = self._record(request.path, body)
         try:
             behaviour, source = self._behaviour_for(body)
@@ -581,7 +583,9 @@ class FakeOpenAI:
         try:
             body = await request.json()
         except ValueError:
-            return _json_error(400, message="The request body is not valid JSON.")
+            body = None
+        if not isinstance(body, dict):
+            return _json_error(400, message="The request body must be a JSON object.")
         self._record(request.path, body)
         defaults = self._defaults
         prompt = str(body.get("prompt", ""))
