@@ -67,12 +67,41 @@ class _TrackWebsockets:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": SERVICE_RESTART})
             return
+        send = _with_any_close_code(send)
         key = id(scope)
         _sockets[key] = send
         try:
             await self.app(scope, receive, send)
         finally:
             _sockets.pop(key, None)
+
+
+def _with_any_close_code(send: Send) -> Send:
+    """Let the application close with any RFC 6455 code under daphne.
+
+    daphne closes through autobahn's `sendClose`, which raises for every code but 1000
+    and 3000-4999, so 1009 (too big) and 1012 (restart) would never reach the client.
+    Those go out through the protocol's `sendCloseFrame` instead.
+    """
+    protocol = getattr(send, "args", (None,))[
+        0
+    ]  # daphne: partial(handle_reply, protocol)
+    if not hasattr(protocol, "sendCloseFrame"):
+        return send
+
+    async def checked(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "websocket.close":
+            code = message.get("code") or 1000
+            if (
+                code != 1000
+                and not 3000 <= code <= 4999
+                and protocol.state == protocol.STATE_OPEN
+            ):
+                protocol.sendCloseFrame(code=code, isReply=False)
+                return
+        await send(message)
+
+    return checked
 
 
 async def close_websockets(code: int = SERVICE_RESTART) -> int:

@@ -238,7 +238,7 @@ class Cluster:
         }
 
     # --- lifecycle ---------------------------------------------------------------
-    def start(self, *, prepare: bool = True) -> None:
+    def start(self, *, prepare: bool = True, migrate: bool = True) -> None:
         nginx = nginx_binary()
         self.root.mkdir(parents=True, exist_ok=True)
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -251,7 +251,7 @@ class Cluster:
             self.backend_ports = [free_port() for _ in range(self.procs)]
         self.procs = len(self.backend_ports)
         if prepare:
-            self.prepare()
+            self.prepare(migrate=migrate)
         self.backends = []
         try:
             for port in self.backend_ports:
@@ -272,17 +272,18 @@ class Cluster:
             self.stop()
             raise
 
-    def prepare(self) -> None:
+    def prepare(self, *, migrate: bool = True) -> None:
         """Create the database if missing, migrate and collect static files once."""
-        ensure_database(self.database_url)
         env = self.server_env()
         manage = [sys.executable, str(BASE_DIR / "manage.py")]
-        subprocess.run(
-            [*manage, "migrate", "--noinput", "-v", "0"],
-            env=env,
-            check=True,
-            cwd=BASE_DIR,
-        )
+        if migrate:
+            ensure_database(self.database_url)
+            subprocess.run(
+                [*manage, "migrate", "--noinput", "-v", "0"],
+                env=env,
+                check=True,
+                cwd=BASE_DIR,
+            )
         subprocess.run(
             [*manage, "collectstatic", "--noinput", "-v", "0"],
             env=env,
