@@ -67,6 +67,21 @@ def _subquery_int(queryset: QuerySet, group_by: str, aggregate: Aggregate) -> Co
     return Coalesce(Subquery(grouped, output_field=IntegerField()), 0)
 
 
+MAX_SEARCH_WORDS = 5
+# Past this many matching dialogues a word is matched in SQL instead of by id list.
+SEARCH_ID_CAP = 5000
+
+
+def _dialogues_with_text(word: str) -> Q | Exists:
+    matching = Message.objects.filter(content__icontains=word).order_by()
+    ids = list(
+        matching.values_list("dialogue_id", flat=True).distinct()[: SEARCH_ID_CAP + 1]
+    )
+    if len(ids) > SEARCH_ID_CAP:
+        return Exists(matching.filter(dialogue=OuterRef("pk")))
+    return Q(pk__in=ids)
+
+
 # --- Filters -----------------------------------------------------------------------
 
 
@@ -331,18 +346,19 @@ class DialogueAdmin(admin.ModelAdmin):
         )
 
     def get_search_results(self, request, queryset, search_term):
-        """Titles and owners always; message text only for reviewers (it would leak
-        contents otherwise). Exists, not a join, so no duplicate rows and no DISTINCT."""
-        for bit in smart_split(search_term):
+        """Every word must match the title, the owner's username or (reviewers only:
+        it would leak contents otherwise) the text of one of the messages.
+
+        Message text has no trigram index, so matching it scans the messages; the
+        dialogue ids matching a word are read once and reused by the page and its
+        count instead of scanning twice. No join, so no duplicate rows, no DISTINCT.
+        """
+        for bit in list(smart_split(search_term))[:MAX_SEARCH_WORDS]:
             if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
                 bit = unescape_string_literal(bit)
             condition = Q(title__icontains=bit) | Q(owner__username__icontains=bit)
             if can_review(request):
-                condition |= Exists(
-                    Message.objects.filter(
-                        dialogue=OuterRef("pk"), content__icontains=bit
-                    )
-                )
+                condition |= _dialogues_with_text(bit)
             queryset = queryset.filter(condition)
         return queryset, False
 

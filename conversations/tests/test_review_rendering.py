@@ -1,0 +1,119 @@
+"""Transcripts are rendered on the server: Markdown in, only safe HTML out."""
+
+import pytest
+from django.utils.safestring import SafeString
+
+from conversations.rendering import render_markdown
+
+
+def test_markdown_renders_to_html():
+    html = render_markdown("# Title\n\n**bold** and `code`\n\n- a\n- b")
+
+    assert isinstance(html, SafeString)
+    assert "<h1>Title</h1>" in html
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html
+    assert "<li>a</li>" in html
+
+
+def test_fenced_code_keeps_its_language_class_and_escapes_its_text():
+    html = render_markdown("```python\nif a < b: print('<b>')\n```")
+
+    assert '<code class="language-python">' in html
+    assert "&lt;b&gt;" in html and "<b>" not in html
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "<script>alert(1)</script>",
+        "hi <script src=https://evil.example/x.js></script>",
+        "```\n</code></pre><script>alert(1)</script>\n```",
+    ],
+)
+def test_script_never_survives(source):
+    assert "<script" not in render_markdown(source)
+
+
+def test_event_handlers_are_stripped():
+    html = render_markdown(
+        '<img src="/images/1/" onerror="alert(1)"> <b onclick="x()">b</b>'
+    )
+
+    # raw HTML is shown as text, never as tags carrying the handlers
+    assert "<img" not in html and "<b" not in html
+    assert "&lt;img" in html
+
+
+def test_the_sanitiser_strips_handlers_even_from_allowed_tags():
+    from conversations.rendering import _cleaner
+
+    html = _cleaner.clean(
+        '<a href="https://a.example" onclick="x()">a</a><p onmouseover="y">p</p>'
+    )
+
+    assert "onclick" not in html and "onmouseover" not in html
+    assert 'href="https://a.example"' in html
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "[click](javascript:alert(1))",
+        "[click](JaVaScRiPt:alert(1))",
+        "[click](vbscript:msgbox(1))",
+        "[click](data:text/html;base64,PHNjcmlwdD4=)",
+        "<javascript:alert(1)>",
+    ],
+)
+def test_dangerous_links_lose_their_target(source):
+    html = render_markdown(source).lower()
+
+    assert 'href="javascript' not in html
+    assert 'href="vbscript' not in html
+    assert 'href="data' not in html
+
+
+def test_safe_links_keep_their_target_and_get_rel():
+    html = render_markdown("[site](https://example.com/a) [mail](mailto:a@example.com)")
+
+    assert '<a href="https://example.com/a" rel="noopener nofollow">site</a>' in html
+    assert 'href="mailto:a@example.com"' in html
+
+
+def test_protocol_relative_links_are_dropped():
+    assert "//evil.example" not in render_markdown("[x](//evil.example/path)")
+
+
+def test_iframes_and_other_raw_html_do_not_render():
+    html = render_markdown(
+        '<iframe src="https://evil.example"></iframe><object data="x">'
+    )
+
+    assert "<iframe" not in html and "<object" not in html
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "![t](https://evil.example/track.png)",
+        "![t](http://evil.example/track.png)",
+        "![t](//evil.example/images/1/)",
+        "![t](/images/1/../../admin/)",
+        "![t](data:image/png;base64,iVBORw0KGgo=)",
+    ],
+)
+def test_remote_images_are_not_loaded(source):
+    html = render_markdown(source)
+
+    assert "src=" not in html
+    assert "evil.example" not in html
+
+
+def test_our_own_images_are_kept():
+    html = render_markdown("![a cat](/images/42/)")
+
+    assert '<img src="/images/42/" alt="a cat">' in html
+
+
+def test_empty_text_renders_nothing():
+    assert render_markdown("") == ""
