@@ -112,6 +112,28 @@ export function stableBoundary(text, from) {
   return boundary;
 }
 
+// A long paragraph still being written would be re-parsed and re-laid out on every
+// frame. Once its start is provably plain (no character that could pair with later
+// text, and markdown-it renders it as nothing but a paragraph) that start is frozen
+// into its own block, never touched again; only the rest of the paragraph changes.
+// The price: a very long paragraph shows a line break every FREEZE_AFTER characters.
+const FREEZE_AFTER = 1500;
+const FREEZE_KEEP = 200;
+const PAIRING = /[\\`*_[\]<>!&~|\n\r]/;
+
+function escapeHtml(text) {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+function startsPlain(text) {
+  return /^[\p{L}\p{N}]/u.test(text) && !/^\d+[.)]/.test(text);
+}
+
+function isPlainParagraph(piece) {
+  if (PAIRING.test(piece) || !startsPlain(piece)) return false;
+  return md.render(piece) === `<p>${escapeHtml(piece.trim())}</p>\n`;
+}
+
 /** Renders a growing text: finished blocks once, the unfinished tail per frame. */
 export class StreamRenderer {
   constructor(container) {
@@ -124,27 +146,67 @@ export class StreamRenderer {
     this.stable.className = "md-stable";
     this.tail = document.createElement("div");
     this.tail.className = "md-tail";
+    this.frozen = document.createElement("div");
+    this.frozen.className = "md-frozen";
+    this.live = document.createElement("div");
+    this.tail.append(this.frozen, this.live);
     this.container.replaceChildren(this.stable, this.tail);
     this.stableText = "";
-    this.tailText = null;
+    this.frozenText = ""; // the plain start of the tail's first paragraph
+    this.liveText = null;
     this.text = "";
   }
 
   update(text, { final = false } = {}) {
     if (text === this.text && !final) return;
-    if (!text.startsWith(this.stableText)) this.reset();
+    if (!text.startsWith(this.stableText + this.frozenText)) this.reset();
     const from = this.stableText.length;
     const end = final ? text.length : stableBoundary(text, from);
     if (end > from) {
-      this.stable.appendChild(renderMarkdown(text.slice(from, end)));
+      // Finished blocks move to the stable part; a frozen start moves as it is.
+      const rest = text.slice(from + this.frozenText.length, end);
+      const fragment = renderMarkdown(rest);
+      if (this.frozenText) this.joinParagraph(fragment);
+      this.stable.append(...this.frozen.childNodes, fragment);
+      this.live.replaceChildren();
       this.stableText = text.slice(0, end);
+      this.frozenText = "";
+      this.liveText = null;
     }
-    const tailText = text.slice(end);
-    if (tailText !== this.tailText) {
-      if (tailText) this.tail.replaceChildren(renderMarkdown(tailText, { streaming: true }));
-      else this.tail.replaceChildren();
-      this.tailText = tailText;
+    const tail = text.slice(end);
+    if (!final) this.freeze(tail);
+    const liveText = tail.slice(this.frozenText.length);
+    if (liveText !== this.liveText) {
+      const fragment = renderMarkdown(liveText, { streaming: true });
+      if (this.frozenText) this.joinParagraph(fragment);
+      this.live.replaceChildren(fragment);
+      this.liveText = liveText;
     }
     this.text = text;
+  }
+
+  /** The first paragraph of `fragment` continues the frozen one: no gap between. */
+  joinParagraph(fragment) {
+    const first = fragment.firstElementChild;
+    if (first && first.tagName === "P" && fragment.firstChild === first) first.classList.add("md-continued");
+  }
+
+  freeze(tail) {
+    if (tail.length - this.frozenText.length < FREEZE_AFTER) return;
+    if (this.frozenText === "" && !startsPlain(tail)) return;
+    const region = tail.slice(this.frozenText.length, tail.length - FREEZE_KEEP);
+    let cut = region.length;
+    for (;;) {
+      cut = region.lastIndexOf(" ", cut - 1);
+      if (cut <= 0) return;
+      if (startsPlain(region.slice(cut + 1, cut + 12))) break;
+    }
+    const piece = region.slice(0, cut + 1);
+    if (!isPlainParagraph(piece)) return;
+    const part = document.createElement("p");
+    part.className = this.frozenText ? "md-part md-continued" : "md-part";
+    part.textContent = piece;
+    this.frozen.appendChild(part);
+    this.frozenText += piece;
   }
 }
