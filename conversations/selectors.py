@@ -79,11 +79,17 @@ def _cursor_decode(cursor: str) -> tuple[bool, datetime, int]:
         moment = datetime.fromtimestamp(int(stamp) / 1_000_000, tz=UTC)
         return pinned == "1", moment, int(pk)
     except (ValueError, OverflowError, OSError):
-        raise BadRequest("The cursor is not valid.", fields={"cursor": "invalid"}) from None
+        raise BadRequest(
+            "The cursor is not valid.", fields={"cursor": "invalid"}
+        ) from None
 
 
 def dialogue_list_for_user(
-    *, user: Any, cursor: str | None = None, q: str = "", limit: int = DIALOGUE_PAGE_SIZE
+    *,
+    user: Any,
+    cursor: str | None = None,
+    q: str = "",
+    limit: int = DIALOGUE_PAGE_SIZE,
 ) -> tuple[list[Dialogue], str | None]:
     """One page of the user's dialogues, pinned first, newest activity next, and the
     cursor of the next page (None at the end). Keyset pagination on (pinned,
@@ -102,7 +108,9 @@ def dialogue_list_for_user(
     q = " ".join((q or "").split())[:SEARCH_MAX_CHARS]
     if q:
         matches = Message.objects.filter(dialogue=OuterRef("pk"), content__icontains=q)
-        start = Greatest(StrIndex(Lower("content"), Value(q.lower())) - _SNIPPET_BEFORE, 1)
+        start = Greatest(
+            StrIndex(Lower("content"), Value(q.lower())) - _SNIPPET_BEFORE, 1
+        )
         snippet = matches.order_by("-id").annotate(
             snip=Substr("content", start, _SNIPPET_CHARS)
         )
@@ -112,7 +120,7 @@ def dialogue_list_for_user(
     rows = list(qs.order_by("-pinned", "-last_activity_at", "-id")[: limit + 1])
     for row in rows:
         if q:
-            row.snippet = " ".join(row.snippet.split()) if row.snippet else None
+            row.snippet = " ".join(row.snippet.split()) if row.snippet else None  # type: ignore[attr-defined]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (_cursor_encode(rows[-1]) if more else None)
@@ -136,8 +144,9 @@ def usage_for_user(*, user: Any, days: int = 14) -> list[dict[str, Any]]:
     """The user's daily totals of the last `days` UTC days (today included), oldest
     first; days without use are absent."""
     since = datetime.now(UTC).date() - timedelta(days=days - 1)
-    return list(
-        UsageDaily.objects.filter(user=user, day__gte=since)
+    return [
+        dict(row)
+        for row in UsageDaily.objects.filter(user=user, day__gte=since)
         .order_by("day")
         .values("day", "messages", "prompt_tokens", "completion_tokens", "images")
-    )
+    ]

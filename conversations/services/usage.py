@@ -79,7 +79,7 @@ def usage_record_image(*, user: Any) -> None:
 
 def quota_limits(*, user: Any) -> dict[str, int | None]:
     """{"daily_tokens", "daily_messages"}; None means unlimited."""
-    override = (
+    override: dict[str, Any] = dict(
         UserQuota.objects.filter(user_id=user.pk)
         .values("daily_tokens", "daily_messages")
         .first()
@@ -91,20 +91,16 @@ def quota_limits(*, user: Any) -> dict[str, int | None]:
         ("daily_messages", settings.QUOTA_DAILY_MESSAGES),
     ):
         value = override.get(name)
-        value = default if value is None else value
-        limits[name] = value or None  # 0 means unlimited
+        limits[name] = (default if value is None else value) or None  # 0: unlimited
     return limits
 
 
 def _today_row(user: Any) -> dict[str, int]:
-    return UsageDaily.objects.filter(user_id=user.pk, day=_today()).values(
-        "messages", "prompt_tokens", "completion_tokens", "images"
-    ).first() or {
-        "messages": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "images": 0,
-    }
+    fields = ("messages", "prompt_tokens", "completion_tokens", "images")
+    row = (
+        UsageDaily.objects.filter(user_id=user.pk, day=_today()).values(*fields).first()
+    )
+    return {name: int(row[name]) if row else 0 for name in fields}
 
 
 def quota_check(*, user: Any) -> None:

@@ -128,9 +128,9 @@ async def test_other_tabs_receive_the_automatic_title(user, fake_openai, socket_
                 "client_id": "t-1",
             }
         )
-        await ws.until("reply.completed")
+        await ws.until("reply.completed", timeout=30)
         # then a dialogue.updated with the proposed title follows the reply
-        frames = await ws.until("dialogue.updated")
+        frames = await ws.until("dialogue.updated", timeout=30)
     assert frames[-1]["dialogue"]["title"] == "Greeting the assistant"
     assert frames[-1]["dialogue"]["title_set_by_user"] is False
 
