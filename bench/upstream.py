@@ -19,25 +19,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conversations.testing.fake_openai import __main__ as fake_main  # noqa: E402
-from conversations.testing.fake_openai import server  # noqa: E402
+from conversations.testing.fake_openai import pacing  # noqa: E402
 
 TOKEN = re.compile(rb'(?<=[" ])tok(?=\d)')
 STAMP = re.compile(r"(\d+\.\d+):tok(\d+)")
 
-_original_emit = server._emit
+
+class _StampedEvents(list):
+    """The pacer slices the due events right before writing them: stamp them then."""
+
+    def __getitem__(self, key):
+        items = super().__getitem__(key)
+        if isinstance(key, slice):
+            stamp = b"%.6f:tok" % time.time()
+            return [TOKEN.sub(stamp, event) for event in items]
+        return items
 
 
-class _Stamping:
-    def __init__(self, response) -> None:
-        self.response = response
-
-    async def write(self, chunk: bytes) -> None:
-        stamp = b"%.6f:tok" % time.time()
-        await self.response.write(TOKEN.sub(stamp, chunk))
+_original_send = pacing.Pacer.send
 
 
-async def _stamped_emit(response, *args, **kwargs):
-    return await _original_emit(_Stamping(response), *args, **kwargs)
+def _stamped_send(self, transport, events, *args, **kwargs):
+    return _original_send(self, transport, _StampedEvents(events), *args, **kwargs)
 
 
 def stamps(text: str) -> list[tuple[float, int]]:
@@ -46,5 +49,5 @@ def stamps(text: str) -> list[tuple[float, int]]:
 
 
 if __name__ == "__main__":
-    server._emit = _stamped_emit
+    pacing.Pacer.send = _stamped_send
     fake_main.main()
