@@ -7,7 +7,10 @@ provider error: a failed image carries `error_code`/`error_message` instead.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 from uuid import uuid4
@@ -26,6 +29,7 @@ from . import selectors
 from .exceptions import ImageGenerationError
 from .generators import (
     EXTENSIONS,
+    IMAGE_TOOL_SCHEMA,
     GeneratedPicture,
     ImageGenerator,
     get_image_generator,
@@ -64,6 +68,67 @@ def image_create_pending(
         size=image_size_validate(size),
         model=(model or settings.IMAGE_MODEL)[:100],
     )
+
+
+# --- Recognising requests (for the engine) ----------------------------------------
+
+_IMAGE_COMMAND = re.compile(r"(?:/image(?:\s+|$)|image:)(?P<prompt>.*)", re.DOTALL)
+
+
+def image_prompt_from_text(text: str) -> str | None:
+    """The prompt of a chat message that asks for a picture, else None.
+
+    "/image a fox" and "image: a fox" give "a fox"; a bare "/image" gives "" (which
+    image_create_pending refuses with a readable BadRequest).
+    """
+    found = _IMAGE_COMMAND.match(text.lstrip())
+    return found.group("prompt").strip() if found else None
+
+
+def image_tool_schema() -> dict[str, Any]:
+    """The generate_image tool to offer a chat model, sizes limited to IMAGE_SIZES."""
+    schema = copy.deepcopy(IMAGE_TOOL_SCHEMA)
+    schema["function"]["parameters"]["properties"]["size"]["enum"] = list(
+        settings.IMAGE_SIZES
+    )
+    return schema
+
+
+def image_tool_arguments(arguments: str | dict[str, Any]) -> tuple[str, str | None]:
+    """(prompt, size) from a generate_image tool call's arguments (JSON text or dict).
+
+    A size the site does not offer is dropped (the default is used), since a model
+    may invent one; a missing prompt or malformed JSON raises BadRequest.
+    """
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:
+            raise BadRequest(
+                "The image request from the model was malformed."
+            ) from None
+    if not isinstance(arguments, dict) or not isinstance(arguments.get("prompt"), str):
+        raise BadRequest("The image request from the model had no description.")
+    size = arguments.get("size")
+    if not isinstance(size, str) or size.strip().lower() not in settings.IMAGE_SIZES:
+        size = None
+    return arguments["prompt"], size
+
+
+def image_tool_result(image: GeneratedImage) -> str:
+    """The tool message content to give the model after a generate_image call."""
+    if image.status == GeneratedImage.Status.COMPLETE:
+        result: dict[str, Any] = {
+            "status": "complete",
+            "note": "The picture is already shown to the user; do not link or embed it.",
+            "width": image.width,
+            "height": image.height,
+        }
+        if image.revised_prompt:
+            result["revised_prompt"] = image.revised_prompt
+    else:
+        result = {"status": "failed", "error": image.error_message}
+    return json.dumps(result)
 
 
 # --- Storage ------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from django.http import (
     FileResponse,
     Http404,
     HttpRequest,
-    HttpResponse,
     HttpResponseNotModified,
     HttpResponseRedirect,
 )
+from django.http.response import HttpResponseBase
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET
+from storages.backends.s3 import S3Storage
 
 from .exceptions import ImageNotFound
 from .generators import EXTENSIONS
@@ -27,7 +28,7 @@ SAFE_TYPES = frozenset(EXTENSIONS)
 
 @login_required
 @require_GET
-def image_file(request: HttpRequest, pk: int) -> HttpResponse:
+def image_file(request: HttpRequest, pk: int) -> HttpResponseBase:
     try:
         image = image_get_for_user(image_id=pk, user=request.user)
     except ImageNotFound:
@@ -45,11 +46,11 @@ def image_file(request: HttpRequest, pk: int) -> HttpResponse:
         params = {"ResponseContentDisposition": f'{disposition}; filename="{filename}"'}
         if content_type:
             params["ResponseContentType"] = content_type
-        try:
+        if isinstance(default_storage, S3Storage):
             url = default_storage.url(image.storage_key, parameters=params)
-        except TypeError:  # a storage whose url() takes no parameters
+        else:  # another remote storage: its own (ideally expiring) URL
             url = default_storage.url(image.storage_key)
-        response: HttpResponse = HttpResponseRedirect(url)
+        response: HttpResponseBase = HttpResponseRedirect(url)
         patch_cache_control(response, private=True, no_store=True)
         return response
 
