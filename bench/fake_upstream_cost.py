@@ -1,11 +1,13 @@
 """The floor: what the fake upstream costs per streamed token, read by a raw client.
 
 Starts `python -m conversations.testing.fake_openai` as its own process, opens N
-concurrent streams through the openai SDK (typed chunks, or `--raw` lines through
-`with_streaming_response`), and reports the fake's CPU per token, the client's CPU
+concurrent streams through the openai SDK (raw SSE lines through
+`with_streaming_response`, or `--typed` chunk objects, which cost the client about
+ten times more CPU), and reports the fake's CPU per token, the client's CPU
 per token and how late tokens arrive against the fake's own schedule.
 
     .venv/bin/python bench/fake_upstream_cost.py --streams 100 --tokens 200 --tps 50
+    [--typed] [--ramp 2] [--uvloop]
 """
 
 from __future__ import annotations
@@ -91,9 +93,15 @@ async def one_stream(
 
 
 async def run(args: argparse.Namespace, base_url: str, pid: int) -> None:
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    # a loaded client must not turn its own slowness into connect timeouts
+    client = AsyncOpenAI(
+        base_url=base_url,
+        api_key="bench",
+        max_retries=0,
+        timeout=httpx2.Timeout(600, connect=60),
+    )
     # warm up the connection pool and both processes
-    await asyncio.gather(*(one_stream(client, args.raw, 0, []) for _ in range(5)))
+    await asyncio.gather(*(one_stream(client, not args.typed, 0, []) for _ in range(5)))
 
     lateness: list[float] = []
     fake_before, client_before = process_cpu(pid), own_cpu()
@@ -101,7 +109,7 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> None:
     results = await asyncio.gather(
         *(
             one_stream(
-                client, args.raw, args.tps, lateness, i * args.ramp / args.streams
+                client, not args.typed, args.tps, lateness, i * args.ramp / args.streams
             )
             for i in range(args.streams)
         )
@@ -119,7 +127,7 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> None:
     def pct(values: list[float], q: float) -> float:
         return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
-    mode = "raw lines" if args.raw else "typed SDK chunks"
+    mode = "typed SDK chunks" if args.typed else "raw lines"
     print(
         f"streams={args.streams} tokens/stream={args.tokens} tps={args.tps} "
         f"ramp={args.ramp}s ({mode})"
@@ -159,7 +167,9 @@ def main() -> None:
     parser.add_argument(
         "--ramp", type=float, default=2.0, help="seconds over which streams start"
     )
-    parser.add_argument("--raw", action="store_true", help="read raw SSE lines")
+    parser.add_argument(
+        "--typed", action="store_true", help="parse typed chunks instead of raw lines"
+    )
     parser.add_argument("--uvloop", action="store_true", help="fake runs on uvloop")
     args = parser.parse_args()
 
