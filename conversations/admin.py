@@ -290,6 +290,7 @@ class DialogueAdmin(admin.ModelAdmin):
     ordering = ("-last_activity_at", "-id")
     list_per_page = 50
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
     actions = ("flag_selected", "export_json", "export_csv")
     inlines = (TranscriptInline,)
     fieldsets = (
@@ -515,6 +516,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ("role", "status", "flagged", "replaced")
     ordering = ("-id",)
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
     list_per_page = 50
     readonly_fields = (
         "dialogue",
@@ -609,6 +611,7 @@ class FlagAdmin(admin.ModelAdmin):
     raw_id_fields = ("dialogue", "message")
     ordering = ("resolved", "-created_at", "-id")
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
     actions = ("resolve_selected",)
 
     def get_readonly_fields(self, request, obj=None):
@@ -696,6 +699,7 @@ class TranscriptViewAdmin(admin.ModelAdmin):
     date_hierarchy = "viewed_at"
     ordering = ("-viewed_at", "-id")
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
     fields = ("viewed_at", "viewer", "dialogue", "dialogue_repr")
     readonly_fields = fields
 
@@ -741,6 +745,7 @@ class UsageDailyAdmin(admin.ModelAdmin):
     date_hierarchy = "day"
     ordering = ("-day", "user_id")
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
     readonly_fields = (
         "user",
         "day",
@@ -791,6 +796,7 @@ class ChatUserAdmin(UserAdmin):
     inlines = (*UserAdmin.inlines, UserQuotaInline)
     list_display = (*UserAdmin.list_display, "usage_today")
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
 
     def get_queryset(self, request):
         today = UsageDaily.objects.filter(

@@ -14,6 +14,7 @@ import re
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 _md.enable("table")
@@ -34,6 +35,19 @@ ALLOWED_ATTRIBUTES = {
 }
 # An image path on this site: /images/<id>/ and nothing that could leave it.
 _OWN_IMAGE = re.compile(r"^/images/\d+/(?:\?[\w=&]*)?$")
+
+
+def _render_image(self, tokens, idx, options, env) -> str:
+    """Our own images render; any other becomes a link, so nothing loads by itself."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if _OWN_IMAGE.match(src):
+        return self.image(tokens, idx, options, env)
+    alt = self.renderInlineAsText(token.children or [], options, env)
+    return f'<a href="{escapeHtml(src)}">image: {escapeHtml(alt)}</a>'
+
+
+_md.add_render_rule("image", _render_image)
 
 
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:

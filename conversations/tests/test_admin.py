@@ -419,6 +419,24 @@ def test_staff_flag_from_the_flag_admin_marks_the_message(
 
 
 @pytest.mark.django_db
+def test_flag_links_on_a_transcript_prefill_the_flag_form(admin_client, transcript):
+    message = transcript.messages.last()
+    page = admin_client.get(
+        reverse("admin:conversations_dialogue_change", args=[transcript.pk])
+    )
+    add = reverse("admin:conversations_flag_add")
+    link = f"{add}?dialogue={transcript.pk}&amp;message={message.pk}"
+    assert link in page.content.decode()
+
+    form = admin_client.get(add, {"dialogue": transcript.pk, "message": message.pk})
+
+    assert form.context["adminform"].form.initial == {
+        "dialogue": str(transcript.pk),
+        "message": str(message.pk),
+    }
+
+
+@pytest.mark.django_db
 def test_review_queue_lists_open_flags_by_default_and_resolves_them(
     admin_client, admin_user, transcript
 ):

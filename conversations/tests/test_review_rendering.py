@@ -105,8 +105,17 @@ def test_iframes_and_other_raw_html_do_not_render():
 def test_remote_images_are_not_loaded(source):
     html = render_markdown(source)
 
-    assert "src=" not in html
-    assert "evil.example" not in html
+    assert "<img" not in html and "src=" not in html
+    assert 'href="data' not in html and 'href="//' not in html
+
+
+def test_a_remote_image_becomes_a_plain_link():
+    html = render_markdown("![chart](https://evil.example/c.png)")
+
+    assert (
+        '<a href="https://evil.example/c.png" rel="noopener nofollow">image: chart</a>'
+        in html
+    )
 
 
 def test_our_own_images_are_kept():
