@@ -240,6 +240,7 @@ class FakeOpenAI:
         if loop is None:
             return
         self._stopping = True
+        loop.call_soon_threadsafe(self._cut_active)
         if self._runner is not None:
             runner = self._runner
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
