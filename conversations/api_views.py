@@ -227,7 +227,10 @@ def dialogue_export_js(request: HttpRequest, dialogue_id: int) -> HttpResponse:
 @api("GET")
 def dialogue_context(request: HttpRequest, dialogue_id: int) -> HttpResponse:
     dialogue = dialogue_get_for_user(dialogue_id=dialogue_id, user=request.user)
-    spec = resolve_model(dialogue.model or None)
+    try:
+        spec = resolve_model(dialogue.model or None)
+    except BadRequest:  # a model since removed from CHAT_MODELS: gauge the default
+        spec = default_model()
     return JsonResponse(context_report_for_dialogue(dialogue=dialogue, model=spec))
 
 

@@ -560,3 +560,13 @@ def test_usage_endpoint_shape(api, user):
     body = api.get("/api/usage/").json()
     assert set(body) == {"today", "quota", "reset_at", "days"}
     assert len(body["days"]) == 14
+
+
+@pytest.mark.django_db
+def test_context_report_of_a_dialogue_on_a_retired_model_gauges_the_default(api, user, fake_openai):
+    dialogue = DialogueFactory(owner=user, model="retired-model")
+
+    response = api.get(f"/api/dialogues/{dialogue.pk}/context/")
+
+    assert response.status_code == 200
+    assert response.json()["budget_tokens"] == 8192 - 1024
