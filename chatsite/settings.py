@@ -19,7 +19,9 @@ SECRET_KEY = env.str(
     "DJANGO_SECRET_KEY", default="insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
 )
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]
+)
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -75,13 +77,19 @@ DATABASES = {
     ),
 }
 # Reuse connections between requests; the reply stream's few writes benefit too.
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault(
+    "CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60)
+)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several writers (generation tasks, requests) share one file: wait, don't fail.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+        }
     )
     # A file, not memory, so end-to-end tests can share it with a daphne subprocess.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
@@ -114,7 +122,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
@@ -150,7 +160,9 @@ if not _oss_endpoint and OSS_BUCKET and _oss_region:
 # `or`, not default=: an empty AWS_* line copied from .env.example must not hide OSS_*.
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="") or OSS_BUCKET
 AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or _oss_region or None
-AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or _oss_endpoint or None
+AWS_S3_ENDPOINT_URL = (
+    env.str("AWS_S3_ENDPOINT_URL", default="") or _oss_endpoint or None
+)
 AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or env.str(
     "OSS_ACCESS_KEY_ID", default=""
 )
@@ -189,7 +201,11 @@ if AWS_STORAGE_BUCKET_NAME:
                 # required (STACK.md gotcha 9). With an IP endpoint (moto in tests)
                 # boto3 falls back to path style by itself.
                 "client_config": _BotoConfig(
-                    s3={"addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="virtual")},
+                    s3={
+                        "addressing_style": env.str(
+                            "AWS_S3_ADDRESSING_STYLE", default="virtual"
+                        )
+                    },
                     signature_version="s3v4",
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
@@ -251,7 +267,9 @@ QUOTA_DAILY_MESSAGES = env.int("QUOTA_DAILY_MESSAGES", default=0)
 
 # --- Production hardening (all off by default so `make run` works over plain http) --
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False) else None
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False)
+    else None
 )
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 # Load balancers probe backends over plain http.
@@ -287,7 +305,9 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "chatsite.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

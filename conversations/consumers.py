@@ -40,9 +40,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         for dialogue_id in getattr(self, "subscriptions", ()):
-            await self.channel_layer.group_discard(dialogue_group(dialogue_id), self.channel_name)
+            await self.channel_layer.group_discard(
+                dialogue_group(dialogue_id), self.channel_name
+            )
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
         if text_data is not None and len(text_data) > settings.CHAT_MAX_FRAME_BYTES:
             await self.close(code=1009)  # message too big
             return
@@ -51,11 +55,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             data = p.parse_frame(text_data)
             await getattr(self, "on_" + data["type"].replace(".", "_"))(data)
         except ChatError as exc:
-            await self.send_json({"type": "error", **exc.as_dict(), "ref": p.ref_of(data)})
+            await self.send_json(
+                {"type": "error", **exc.as_dict(), "ref": p.ref_of(data)}
+            )
         except Exception:
             log.exception("frame handling failed")
             await self.send_json(
-                {"type": "error", "code": "internal", "message": ChatError.default_message, "ref": p.ref_of(data)}
+                {
+                    "type": "error",
+                    "code": "internal",
+                    "message": ChatError.default_message,
+                    "ref": p.ref_of(data),
+                }
             )
 
     async def send_json(self, event: dict[str, Any]) -> None:
@@ -65,11 +76,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if dialogue_id in self.subscriptions:
             self.subscriptions.move_to_end(dialogue_id)
             return
-        await self.channel_layer.group_add(dialogue_group(dialogue_id), self.channel_name)
+        await self.channel_layer.group_add(
+            dialogue_group(dialogue_id), self.channel_name
+        )
         self.subscriptions[dialogue_id] = None
         if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
             oldest, _ = self.subscriptions.popitem(last=False)
-            await self.channel_layer.group_discard(dialogue_group(oldest), self.channel_name)
+            await self.channel_layer.group_discard(
+                dialogue_group(oldest), self.channel_name
+            )
 
     async def chat_event(self, event: dict[str, Any]) -> None:
         """A dialogue event from the group; deltas already in a sent state are dropped."""
@@ -85,7 +100,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_dialogue_open(self, data: dict[str, Any]) -> None:
         state, floors = await messaging.dialogue_open(
-            user=self.scope["user"], dialogue_id=p.dialogue_id(data), subscribe=self.subscribe
+            user=self.scope["user"],
+            dialogue_id=p.dialogue_id(data),
+            subscribe=self.subscribe,
         )
         if len(self.floors) > 200:
             self.floors.clear()
@@ -95,7 +112,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_dialogue_history(self, data: dict[str, Any]) -> None:
         await self.send_json(
             await messaging.dialogue_history(
-                user=self.scope["user"], dialogue_id=p.dialogue_id(data), before=data.get("before")
+                user=self.scope["user"],
+                dialogue_id=p.dialogue_id(data),
+                before=data.get("before"),
             )
         )
 
@@ -103,7 +122,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         turn = await messaging.message_send(
             user=self.scope["user"],
             dialogue_id=p.dialogue_id(data, nullable=not options.get("replace_last")),
-            content=p.text_field(data, "prompt" if options.get("force_image") else "content"),
+            content=p.text_field(
+                data, "prompt" if options.get("force_image") else "content"
+            ),
             client_id=p.client_id(data),
             model=p.optional_str(data, "model"),
             **options,
@@ -114,23 +135,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.on_message_send(data, replace_last=True)
 
     async def on_image_generate(self, data: dict[str, Any]) -> None:
-        await self.on_message_send(data, force_image=True, image_size=p.optional_str(data, "size"))
+        await self.on_message_send(
+            data, force_image=True, image_size=p.optional_str(data, "size")
+        )
 
     async def on_reply_stop(self, data: dict[str, Any]) -> None:
         await messaging.reply_stop(
-            user=self.scope["user"], dialogue_id=p.dialogue_id(data), seq=p.optional_seq(data)
+            user=self.scope["user"],
+            dialogue_id=p.dialogue_id(data),
+            seq=p.optional_seq(data),
         )
 
     async def on_reply_regenerate(self, data: dict[str, Any]) -> None:
-        turn = await messaging.reply_regenerate(user=self.scope["user"], dialogue_id=p.dialogue_id(data))
+        turn = await messaging.reply_regenerate(
+            user=self.scope["user"], dialogue_id=p.dialogue_id(data)
+        )
         await self.begin(turn)
 
     async def begin(self, turn: messaging.Turn) -> None:
         if turn.created_dialogue:
-            await self.send_json({"type": "dialogue.created", "dialogue": dialogue_dict(turn.dialogue)})
+            await self.send_json(
+                {"type": "dialogue.created", "dialogue": dialogue_dict(turn.dialogue)}
+            )
         await self.subscribe(turn.dialogue.pk)
         if turn.duplicate:
             assert turn.message is not None
-            await self.send_json({"type": "message.created", "message": message_dict(turn.message, images=[])})
+            await self.send_json(
+                {
+                    "type": "message.created",
+                    "message": message_dict(turn.message, images=[]),
+                }
+            )
         else:
             await messaging.turn_begin(turn)

@@ -17,7 +17,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-STREAM_TTL = 3600  # a reply's live text outlives any stream; finished ones expire sooner
+STREAM_TTL = (
+    3600  # a reply's live text outlives any stream; finished ones expire sooner
+)
 FINISHED_TTL = 120
 WORKER_TTL = 15
 
@@ -29,7 +31,10 @@ def dialogue_group(dialogue_id: int) -> str:
 def frame(event: dict[str, Any]) -> dict[str, Any]:
     """The channel-layer message for an event: serialised once, sent as-is to every
     socket; `mid`/`seq` let a socket drop deltas it already has without parsing."""
-    message: dict[str, Any] = {"type": "chat.event", "text": json.dumps(event, separators=(",", ":"))}
+    message: dict[str, Any] = {
+        "type": "chat.event",
+        "text": json.dumps(event, separators=(",", ":")),
+    }
     if event["type"] == "reply.delta":
         message["mid"] = event["message_id"]
         message["seq"] = event["seq"]
@@ -213,7 +218,9 @@ class RedisStore:
         )
 
     async def lock(self, key: str, token: str, ttl: float) -> bool:
-        return bool(await self.r.set(f"{self.p}:l:{key}", token, nx=True, px=int(ttl * 1000)))
+        return bool(
+            await self.r.set(f"{self.p}:l:{key}", token, nx=True, px=int(ttl * 1000))
+        )
 
     async def unlock(self, key: str, token: str) -> None:
         await self.r.eval(_UNLOCK, 1, f"{self.p}:l:{key}", token)
@@ -254,5 +261,9 @@ _store: LiveStore | None = None
 def get_store() -> LiveStore:
     global _store
     if _store is None:
-        _store = RedisStore(settings.REDIS_URL, settings.CHAT_LIVE_PREFIX) if settings.REDIS_URL else MemoryStore()
+        _store = (
+            RedisStore(settings.REDIS_URL, settings.CHAT_LIVE_PREFIX)
+            if settings.REDIS_URL
+            else MemoryStore()
+        )
     return _store

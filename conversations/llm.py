@@ -36,11 +36,19 @@ class ChatLLM(Protocol):
     name: str
 
     def stream(
-        self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[LLMChunk]: ...
 
     async def complete(
-        self, *, model: str, messages: list[dict[str, Any]], max_tokens: int | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int | None = None,
     ) -> str: ...
 
 
@@ -59,10 +67,14 @@ def _status_error(exc: openai.APIStatusError) -> LLMError:
         )
     if status == 404:
         return LLMError(
-            f"The model provider does not know this model. {detail}".strip(), code="upstream_not_found"
+            f"The model provider does not know this model. {detail}".strip(),
+            code="upstream_not_found",
         )
     if status == 400:
-        return LLMError(f"The model provider rejected the request: {detail}", code="upstream_rejected")
+        return LLMError(
+            f"The model provider rejected the request: {detail}",
+            code="upstream_rejected",
+        )
     return LLMError(
         f"The model provider had an internal error (HTTP {status}). Try again in a moment.",
         code="upstream_error",
@@ -105,7 +117,11 @@ class OpenAIChatLLM:
         self.client = client
 
     async def stream(
-        self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[LLMChunk]:
         kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}}
         if tools:
@@ -129,14 +145,22 @@ class OpenAIChatLLM:
         except (openai.APIError, httpx2.HTTPError, TimeoutError, OSError) as exc:
             raise _transport_error(exc) from exc
         if calls:
-            yield LLMChunk(tool_calls=[calls[i] for i in sorted(calls)], finish_reason="tool_calls")
+            yield LLMChunk(
+                tool_calls=[calls[i] for i in sorted(calls)], finish_reason="tool_calls"
+            )
 
     async def complete(
-        self, *, model: str, messages: list[dict[str, Any]], max_tokens: int | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int | None = None,
     ) -> str:
         try:
             result = await self.client.chat.completions.create(
-                model=model, messages=messages, max_tokens=max_tokens  # type: ignore[arg-type]
+                model=model,
+                messages=messages,
+                max_tokens=max_tokens,  # type: ignore[arg-type]
             )
         except openai.APIStatusError as exc:
             raise _status_error(exc) from exc
@@ -155,9 +179,16 @@ def _parse_chunk(data: str, calls: dict[int, dict[str, Any]]) -> LLMChunk | None
     if not isinstance(obj, dict):
         return None
     if "error" in obj and not obj.get("choices"):
-        err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+        err = (
+            obj["error"]
+            if isinstance(obj["error"], dict)
+            else {"message": str(obj["error"])}
+        )
         message = str(err.get("message") or "unknown error")[:300]
-        raise LLMError(f"The model provider reported an error mid-reply: {message}", code="upstream_error")
+        raise LLMError(
+            f"The model provider reported an error mid-reply: {message}",
+            code="upstream_error",
+        )
     chunk = LLMChunk(usage=obj.get("usage") or None)
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}
@@ -206,7 +237,9 @@ class DemoChatLLM:
     @staticmethod
     def _last_user_text(messages: list[dict[str, Any]]) -> str:
         for message in reversed(messages):
-            if message.get("role") == "user" and isinstance(message.get("content"), str):
+            if message.get("role") == "user" and isinstance(
+                message.get("content"), str
+            ):
                 return message["content"]
         return ""
 
@@ -228,39 +261,55 @@ class DemoChatLLM:
         return DEMO_INTRO + body + DEMO_HOWTO
 
     async def stream(
-        self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[LLMChunk]:
         text = self.reply_text(messages)
-        pieces = re.findall(r"\s*\S+", text) + ([text[len(text.rstrip()) :]] if text != text.rstrip() else [])
+        pieces = re.findall(r"\s*\S+", text) + (
+            [text[len(text.rstrip()) :]] if text != text.rstrip() else []
+        )
         for piece in pieces:
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield LLMChunk(text=piece)
         yield LLMChunk(
             usage={
-                "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
+                "prompt_tokens": sum(
+                    len(str(m.get("content", "")).split()) for m in messages
+                ),
                 "completion_tokens": len(pieces),
             },
             finish_reason="stop",
         )
 
     async def complete(
-        self, *, model: str, messages: list[dict[str, Any]], max_tokens: int | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int | None = None,
     ) -> str:
         text = " ".join(
-            str(m.get("content", "")) for m in messages if m.get("role") in ("user", "assistant")
+            str(m.get("content", ""))
+            for m in messages
+            if m.get("role") in ("user", "assistant")
         )
         words = re.findall(r"\w+", text)
         return " ".join(words[:6]) if words else "Demo conversation"
 
 
 # One client (and connection pool) per event loop: pooled connections belong to a loop.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], openai.AsyncOpenAI]] = (
-    weakref.WeakKeyDictionary()
-)
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], openai.AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
 
 
-def _openai_client(api_key: str, base_url: str, connect: float, read: float, retries: int) -> openai.AsyncOpenAI:
+def _openai_client(
+    api_key: str, base_url: str, connect: float, read: float, retries: int
+) -> openai.AsyncOpenAI:
     try:
         per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     except RuntimeError:
@@ -271,7 +320,9 @@ def _openai_client(api_key: str, base_url: str, connect: float, read: float, ret
     return per_loop[key]
 
 
-def _new_client(api_key: str, base_url: str, connect: float, read: float, retries: int) -> openai.AsyncOpenAI:
+def _new_client(
+    api_key: str, base_url: str, connect: float, read: float, retries: int
+) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         api_key=api_key or "not-needed",  # local servers (llama.cpp, Ollama) ignore it
         base_url=base_url or None,
@@ -301,4 +352,11 @@ def get_llm() -> ChatLLM:
     )
 
 
-__all__ = ["DEMO_MODEL", "ChatLLM", "DemoChatLLM", "LLMChunk", "OpenAIChatLLM", "get_llm"]
+__all__ = [
+    "DEMO_MODEL",
+    "ChatLLM",
+    "DemoChatLLM",
+    "LLMChunk",
+    "OpenAIChatLLM",
+    "get_llm",
+]

@@ -29,7 +29,8 @@ class Dialogue(models.Model):
         ordering = ["-pinned", "-last_activity_at", "-id"]
         indexes = [
             models.Index(
-                fields=["owner", "-pinned", "-last_activity_at", "-id"], name="dialogue_list_idx"
+                fields=["owner", "-pinned", "-last_activity_at", "-id"],
+                name="dialogue_list_idx",
             ),
         ]
         permissions = [("review_dialogue", "Can review conversation transcripts")]
@@ -50,16 +51,20 @@ class Message(models.Model):
         FAILED = "failed"
         INTERRUPTED = "interrupted"
 
-    dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="messages")
+    dialogue = models.ForeignKey(
+        Dialogue, on_delete=models.CASCADE, related_name="messages"
+    )
     # Denormalised owner: makes `client_id` unique per user and user scoping one join less.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages"
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True, default="")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETE
+    )
     model = models.CharField(max_length=100, blank=True, default="")
-    client_id = models.CharField(max_length=100, null=True, blank=True)
+    client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 - unique only when set
     # The send that carried this client_id also created the dialogue (guarantee 4).
     created_dialogue = models.BooleanField(default=False)
     seq = models.PositiveIntegerField(default=0)
@@ -79,9 +84,13 @@ class Message(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["dialogue", "id"], name="message_page_idx"),
-            models.Index(fields=["dialogue", "created_at"], name="message_dialogue_time_idx"),
             models.Index(
-                fields=["status"], name="message_streaming_idx", condition=Q(status="streaming")
+                fields=["dialogue", "created_at"], name="message_dialogue_time_idx"
+            ),
+            models.Index(
+                fields=["status"],
+                name="message_streaming_idx",
+                condition=Q(status="streaming"),
             ),
             models.Index(fields=["user", "created_at"], name="message_user_time_idx"),
         ]
@@ -112,7 +121,9 @@ class Preset(models.Model):
     class Meta:
         ordering = ["name", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="preset_name_per_owner")
+            models.UniqueConstraint(
+                fields=["owner", "name"], name="preset_name_per_owner"
+            )
         ]
 
     def __str__(self) -> str:
@@ -134,7 +145,9 @@ class UsageDaily(models.Model):
     class Meta:
         ordering = ["-day", "user_id"]
         verbose_name_plural = "usage (daily)"
-        constraints = [models.UniqueConstraint(fields=["user", "day"], name="usage_user_day")]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day"], name="usage_user_day")
+        ]
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.day}"
@@ -161,7 +174,9 @@ class Flag(models.Model):
         USER = "user"
         STAFF = "staff"
 
-    dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="flags")
+    dialogue = models.ForeignKey(
+        Dialogue, on_delete=models.CASCADE, related_name="flags"
+    )
     message = models.ForeignKey(
         Message, on_delete=models.CASCADE, related_name="flags", null=True, blank=True
     )
@@ -184,7 +199,9 @@ class Flag(models.Model):
 
     class Meta:
         ordering = ["resolved", "-created_at"]
-        indexes = [models.Index(fields=["resolved", "-created_at"], name="flag_queue_idx")]
+        indexes = [
+            models.Index(fields=["resolved", "-created_at"], name="flag_queue_idx")
+        ]
 
     def __str__(self) -> str:
         return f"flag #{self.pk} on dialogue {self.dialogue_id}"

@@ -77,7 +77,9 @@ def text_field(data: dict[str, Any], name: str) -> str:
 def client_id(data: dict[str, Any]) -> str:
     value = data.get("client_id")
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CLIENT_ID:
-        raise BadRequest(f"`client_id` must be a string of 1 to {MAX_CLIENT_ID} characters.")
+        raise BadRequest(
+            f"`client_id` must be a string of 1 to {MAX_CLIENT_ID} characters."
+        )
     return value
 
 

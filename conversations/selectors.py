@@ -15,7 +15,11 @@ from .models import Dialogue, Message, Preset, UsageDaily
 
 def dialogue_get_for_user(*, dialogue_id: Any, user: Any) -> Dialogue:
     """The user's dialogue; `DialogueNotFound` for a missing one and a foreign one alike."""
-    if not isinstance(dialogue_id, int) or isinstance(dialogue_id, bool) or dialogue_id <= 0:
+    if (
+        not isinstance(dialogue_id, int)
+        or isinstance(dialogue_id, bool)
+        or dialogue_id <= 0
+    ):
         raise DialogueNotFound()
     try:
         return Dialogue.objects.get(pk=dialogue_id, owner=user)
@@ -51,7 +55,9 @@ def message_find_by_client_id(*, user: Any, client_id: str) -> Message | None:
 
 def message_last_user(*, dialogue: Dialogue) -> Message | None:
     return (
-        Message.objects.filter(dialogue=dialogue, role=Message.Role.USER, replaced=False)
+        Message.objects.filter(
+            dialogue=dialogue, role=Message.Role.USER, replaced=False
+        )
         .order_by("-id")
         .first()
     )

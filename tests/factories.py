@@ -10,7 +10,9 @@ class UserFactory(factory.django.DjangoModelFactory):
         skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery-42")
+    password = factory.PostGenerationMethodCall(
+        "set_password", "correct-horse-battery-42"
+    )
 
     @factory.post_generation
     def _save(obj, create, extracted, **kwargs):

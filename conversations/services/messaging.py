@@ -19,7 +19,14 @@ from django.utils import timezone
 
 from .. import selectors
 from ..catalog import ModelSpec, resolve_model
-from ..exceptions import BadRequest, Busy, MessageNotFound, RateLimited, TooLong, Unavailable
+from ..exceptions import (
+    BadRequest,
+    Busy,
+    MessageNotFound,
+    RateLimited,
+    TooLong,
+    Unavailable,
+)
 from ..live import broadcast, get_store
 from ..llm import ChatLLM, get_llm
 from ..models import Dialogue, Message
@@ -56,7 +63,9 @@ def image_prompt(content: str) -> str | None:
 def _check_length(content: str) -> None:
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(content) > limit:
-        raise TooLong(f"The message is {len(content):,} characters long; the limit is {limit:,}.")
+        raise TooLong(
+            f"The message is {len(content):,} characters long; the limit is {limit:,}."
+        )
     if not content.strip():
         raise BadRequest("The message is empty.")
 
@@ -64,13 +73,16 @@ def _check_length(content: str) -> None:
 async def _admit(user: Any) -> None:
     """Refusals that cost nothing: process draining, send rate, daily quota."""
     if not get_worker().accepting:
-        raise Unavailable("This server is restarting. Your message was not sent; please resend it.")
+        raise Unavailable(
+            "This server is restarting. Your message was not sent; please resend it."
+        )
     retry = await get_store().rate_hit(
         f"send:{user.pk}", settings.CHAT_RATE_LIMIT_PER_MINUTE, 60
     )
     if retry:
         raise RateLimited(
-            f"You are sending messages too fast. Try again in {retry} seconds.", retry_after=retry
+            f"You are sending messages too fast. Try again in {retry} seconds.",
+            retry_after=retry,
         )
     from .usage import quota_check
 
@@ -101,10 +113,14 @@ def _store_turn(
         created = dialogue is None
         if dialogue is None:
             dialogue = Dialogue.objects.create(owner=user, model=spec.name)
-        elif Message.objects.filter(dialogue=dialogue, status=Message.Status.STREAMING).exists():
+        elif Message.objects.filter(
+            dialogue=dialogue, status=Message.Status.STREAMING
+        ).exists():
             raise Busy()
         if replace_from is not None:
-            Message.objects.filter(dialogue=dialogue, id__gte=replace_from).update(replaced=True)
+            Message.objects.filter(dialogue=dialogue, id__gte=replace_from).update(
+                replaced=True
+            )
         message = Message.objects.create(
             dialogue=dialogue,
             user=user,
@@ -119,7 +135,9 @@ def _store_turn(
         if image is not None:
             from imaging.services import image_create_pending
 
-            picture = image_create_pending(message=reply, prompt=image["prompt"], size=image.get("size"))
+            picture = image_create_pending(
+                message=reply, prompt=image["prompt"], size=image.get("size")
+            )
         Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
     return Turn(dialogue, message, reply, picture, created_dialogue=created)
 
@@ -156,7 +174,12 @@ async def message_send(
         user=user, client_id=client_id
     )
     if existing is not None:
-        return Turn(existing.dialogue, existing, created_dialogue=existing.created_dialogue, duplicate=True)
+        return Turn(
+            existing.dialogue,
+            existing,
+            created_dialogue=existing.created_dialogue,
+            duplicate=True,
+        )
     prompt = content.strip() if force_image else image_prompt(content)
     if force_image:
         content = f"/image {prompt}"
@@ -170,7 +193,9 @@ async def message_send(
     if replace_last:
         if dialogue is None:
             raise BadRequest("Nothing to edit in a new dialogue.")
-        last = await database_sync_to_async(selectors.message_last_user)(dialogue=dialogue)
+        last = await database_sync_to_async(selectors.message_last_user)(
+            dialogue=dialogue
+        )
         if last is None:
             raise MessageNotFound("There is no message to edit in this dialogue.")
         replace_from = last.pk
@@ -183,7 +208,9 @@ async def message_send(
             content=content,
             client_id=client_id,
             spec=spec,
-            image={"prompt": prompt, "size": image_size} if prompt is not None else None,
+            image={"prompt": prompt, "size": image_size}
+            if prompt is not None
+            else None,
             replace_from=replace_from,
         )
     except IntegrityError:
@@ -195,7 +222,12 @@ async def message_send(
         )
         if existing is None:
             raise
-        return Turn(existing.dialogue, existing, created_dialogue=existing.created_dialogue, duplicate=True)
+        return Turn(
+            existing.dialogue,
+            existing,
+            created_dialogue=existing.created_dialogue,
+            duplicate=True,
+        )
     except BaseException:
         if token:
             await get_store().unlock(dialogue_lock(dialogue.pk), token)  # type: ignore[union-attr]
@@ -220,17 +252,25 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
 
     def store() -> Turn:
         with transaction.atomic():
-            if Message.objects.filter(dialogue=dialogue, status=Message.Status.STREAMING).exists():
+            if Message.objects.filter(
+                dialogue=dialogue, status=Message.Status.STREAMING
+            ).exists():
                 raise Busy()
-            Message.objects.filter(dialogue=dialogue, id__gt=last.pk).update(replaced=True)
-            reply = _create_reply(dialogue=dialogue, spec=spec, worker_id=get_worker().id)
+            Message.objects.filter(dialogue=dialogue, id__gt=last.pk).update(
+                replaced=True
+            )
+            reply = _create_reply(
+                dialogue=dialogue, spec=spec, worker_id=get_worker().id
+            )
             picture = None
             prompt = image_prompt(last.content)
             if prompt is not None:
                 from imaging.services import image_create_pending
 
                 picture = image_create_pending(message=reply, prompt=prompt, size=None)
-            Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
+            Dialogue.objects.filter(pk=dialogue.pk).update(
+                last_activity_at=timezone.now()
+            )
         return Turn(dialogue, None, reply, picture, lock_token=token)
 
     try:
@@ -247,7 +287,11 @@ async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
     await worker.ensure_started()
     if turn.message is not None:
         await broadcast(
-            turn.dialogue.pk, {"type": "message.created", "message": message_dict(turn.message, images=[])}
+            turn.dialogue.pk,
+            {
+                "type": "message.created",
+                "message": message_dict(turn.message, images=[]),
+            },
         )
     control = ReplyControl()
     if turn.image is not None:
@@ -268,19 +312,35 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
         await store.stream_start(reply.pk, worker.channel)
         await broadcast(
             dialogue.pk,
-            {"type": "reply.started", "dialogue": dialogue.pk, "message": message_dict(reply, images=[])},
+            {
+                "type": "reply.started",
+                "dialogue": dialogue.pk,
+                "message": message_dict(reply, images=[]),
+            },
         )
         spec = resolve_model(reply.model)
         try:
-            context = await context_build(dialogue=dialogue, model=spec, llm=llm, upto_message_id=reply.pk)
+            context = await context_build(
+                dialogue=dialogue, model=spec, llm=llm, upto_message_id=reply.pk
+            )
             messages = context.messages
         except Exception:
             log.exception("context build failed for dialogue %s", dialogue.pk)
-            messages = [{"role": "user", "content": turn.message.content if turn.message else ""}]
+            messages = [
+                {
+                    "role": "user",
+                    "content": turn.message.content if turn.message else "",
+                }
+            ]
         tools, handler = _image_tool(reply)
         completed = False
         async for event in reply_stream(
-            message=reply, llm=llm, messages=messages, control=control, tools=tools, tool_handler=handler
+            message=reply,
+            llm=llm,
+            messages=messages,
+            control=control,
+            tools=tools,
+            tool_handler=handler,
         ):
             if event["type"] == "reply.delta":
                 await store.stream_append(reply.pk, event["seq"], event["delta"])
@@ -302,7 +362,9 @@ async def _release(turn: Turn) -> None:
         await store.stream_finish(turn.reply.pk)
         await store.unlock(dialogue_lock(turn.dialogue.pk), turn.lock_token)
     except Exception:
-        log.warning("could not release the live state of reply %s", turn.reply.pk, exc_info=True)
+        log.warning(
+            "could not release the live state of reply %s", turn.reply.pk, exc_info=True
+        )
 
 
 async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
@@ -316,7 +378,10 @@ async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
         log.warning("auto title failed for dialogue %s", dialogue.pk, exc_info=True)
         return
     if updated is not None:
-        await broadcast(dialogue.pk, {"type": "dialogue.updated", "dialogue": dialogue_dict(updated)})
+        await broadcast(
+            dialogue.pk,
+            {"type": "dialogue.updated", "dialogue": dialogue_dict(updated)},
+        )
 
 
 def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
@@ -356,7 +421,11 @@ def _reload(message: Message) -> Message:
 
 async def _image_event(kind: str, message: Message) -> dict[str, Any]:
     fresh = await _reload(message)
-    return {"type": kind, "dialogue": message.dialogue_id, "message": message_dict(fresh)}
+    return {
+        "type": kind,
+        "dialogue": message.dialogue_id,
+        "message": message_dict(fresh),
+    }
 
 
 async def _image_run(turn: Turn) -> None:
@@ -370,14 +439,20 @@ async def _image_run(turn: Turn) -> None:
         ok = image.status == "complete"
 
         def finish() -> None:
-            fields: dict[str, Any] = {"status": Message.Status.COMPLETE if ok else Message.Status.FAILED}
+            fields: dict[str, Any] = {
+                "status": Message.Status.COMPLETE if ok else Message.Status.FAILED
+            }
             if ok:
                 fields["content"] = ""
             else:
                 fields["error_code"] = image.error_code or "image_failed"
-                fields["error_message"] = image.error_message or "The image could not be generated."
+                fields["error_message"] = (
+                    image.error_message or "The image could not be generated."
+                )
             with transaction.atomic():
-                Message.objects.filter(pk=reply.pk).update(**fields, worker="", updated_at=timezone.now())
+                Message.objects.filter(pk=reply.pk).update(
+                    **fields, worker="", updated_at=timezone.now()
+                )
                 if ok:
                     try:
                         from .usage import usage_record_image
@@ -387,7 +462,8 @@ async def _image_run(turn: Turn) -> None:
 
         await database_sync_to_async(finish)()
         await broadcast(
-            turn.dialogue.pk, await _image_event("image.completed" if ok else "image.failed", reply)
+            turn.dialogue.pk,
+            await _image_event("image.completed" if ok else "image.failed", reply),
         )
         if ok:
             await _autotitle(turn.dialogue, get_llm(), resolve_model(reply.model))
@@ -411,7 +487,9 @@ async def dialogue_open(
         dialogue_id=dialogue_id, user=user
     )
     await subscribe(dialogue.pk)
-    messages, has_more = await database_sync_to_async(selectors.message_page)(dialogue=dialogue)
+    messages, has_more = await database_sync_to_async(selectors.message_page)(
+        dialogue=dialogue
+    )
     floors: dict[int, int] = {}
     store = get_store()
     for i, message in enumerate(messages):
@@ -434,7 +512,9 @@ async def dialogue_open(
     }, floors
 
 
-async def dialogue_history(*, user: Any, dialogue_id: Any, before: Any) -> dict[str, Any]:
+async def dialogue_history(
+    *, user: Any, dialogue_id: Any, before: Any
+) -> dict[str, Any]:
     if not isinstance(before, int) or isinstance(before, bool):
         raise BadRequest("`before` must be a message id (an integer).")
     dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(

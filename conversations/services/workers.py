@@ -57,16 +57,18 @@ class Worker:
             loop.create_task(self._reap_loop()),
         ]
 
-    async def stop_background(self, timeout: float = 5.0) -> None:
+    async def stop_background(self, grace: float = 5.0) -> None:
         """Cancel this loop's replies and background tasks (tests; shutdown)."""
         tasks = [*self._background, *(task for _c, task in self.replies.values())]
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=grace)
         self._background, self.replies, self._loop = [], {}, None
 
-    def spawn(self, message_id: int, control: ReplyControl, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(
+        self, message_id: int, control: ReplyControl, coro: Coroutine[Any, Any, None]
+    ) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.replies[message_id] = (control, task)
         task.add_done_callback(lambda _t: self.replies.pop(message_id, None))
@@ -82,7 +84,9 @@ class Worker:
             return False
         layer = get_channel_layer()
         assert layer is not None
-        await layer.send(snap.owner, {"type": "reply.stop", "message_id": message_id, "seq": seq})
+        await layer.send(
+            snap.owner, {"type": "reply.stop", "message_id": message_id, "seq": seq}
+        )
         return True
 
     async def _heartbeat_loop(self) -> None:
@@ -137,7 +141,9 @@ def _streaming_rows() -> list[tuple[int, str, int, Any]]:
 
 
 @database_sync_to_async
-def _mark_interrupted(message_id: int, text: str | None, seq: int | None) -> Message | None:
+def _mark_interrupted(
+    message_id: int, text: str | None, seq: int | None
+) -> Message | None:
     fields: dict[str, Any] = {
         "status": Message.Status.INTERRUPTED,
         "error_code": "interrupted",
@@ -147,7 +153,9 @@ def _mark_interrupted(message_id: int, text: str | None, seq: int | None) -> Mes
     }
     if text is not None and seq is not None:
         fields.update(content=text, seq=seq)
-    if not Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(**fields):
+    if not Message.objects.filter(
+        pk=message_id, status=Message.Status.STREAMING
+    ).update(**fields):
         return None
     return Message.objects.prefetch_related("images").get(pk=message_id)
 
@@ -161,7 +169,9 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
     if not candidates:
         return 0
     store = get_store()
-    alive = await store.alive(sorted({r[1] for r in candidates if r[1] and r[1] != worker.id}))
+    alive = await store.alive(
+        sorted({r[1] for r in candidates if r[1] and r[1] != worker.id})
+    )
     reaped = 0
     for message_id, owner, dialogue_id, _updated in candidates:
         if owner in alive:
@@ -172,7 +182,9 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
                 message_id, snap.text if snap else None, snap.seq if snap else None
             )
         except DatabaseError:
-            log.warning("could not mark message %s interrupted", message_id, exc_info=True)
+            log.warning(
+                "could not mark message %s interrupted", message_id, exc_info=True
+            )
             continue
         if message is None:
             continue
@@ -181,7 +193,12 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
         await store.stream_finish(message_id)
         await store.unlock(dialogue_lock(dialogue_id), str(message_id))
         await broadcast(
-            dialogue_id, {"type": "reply.failed", "dialogue": dialogue_id, "message": message_dict(message)}
+            dialogue_id,
+            {
+                "type": "reply.failed",
+                "dialogue": dialogue_id,
+                "message": message_dict(message),
+            },
         )
     return reaped
 

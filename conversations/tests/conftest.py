@@ -51,12 +51,19 @@ class Socket:
 
 
 @contextlib.asynccontextmanager
-async def open_socket(user=None, *, origin: tuple[bytes, bytes] | None = ORIGIN) -> AsyncIterator[Socket]:
+async def open_socket(
+    user=None, *, origin: tuple[bytes, bytes] | None = ORIGIN
+) -> AsyncIterator[Socket]:
     from chatsite.asgi import application
 
     headers = [origin] if origin else []
     if user is not None:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={await session_cookie(user)}".encode()))
+        headers.append(
+            (
+                b"cookie",
+                f"{settings.SESSION_COOKIE_NAME}={await session_cookie(user)}".encode(),
+            )
+        )
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected, _ = await communicator.connect()
     assert connected

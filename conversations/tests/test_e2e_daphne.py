@@ -52,7 +52,14 @@ async def until(ws, kind, timeout=15):
 
 
 def send(content="hello", dialogue=None, client_id="e2e-1"):
-    return json.dumps({"type": "message.send", "dialogue": dialogue, "content": content, "client_id": client_id})
+    return json.dumps(
+        {
+            "type": "message.send",
+            "dialogue": dialogue,
+            "content": content,
+            "client_id": client_id,
+        }
+    )
 
 
 @database_sync_to_async
@@ -60,7 +67,9 @@ def fetch(message_id):
     return Message.objects.get(pk=message_id)
 
 
-async def test_full_protocol_sequence_over_real_daphne(user, fake_openai, daphne_factory):
+async def test_full_protocol_sequence_over_real_daphne(
+    user, fake_openai, daphne_factory
+):
     fake_openai.configure(tokens=50, tps=200)
     server = await asyncio.to_thread(daphne_factory, fake_openai_env(fake_openai))
     async with connect(server, await login_cookie(user)) as ws:
@@ -72,15 +81,22 @@ async def test_full_protocol_sequence_over_real_daphne(user, fake_openai, daphne
     assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
     final = frames[-1]["message"]
     assert final["content"] == "".join(d["delta"] for d in deltas)
-    assert final["usage"] == {"prompt_tokens": final["usage"]["prompt_tokens"], "completion_tokens": 50}
+    assert final["usage"] == {
+        "prompt_tokens": final["usage"]["prompt_tokens"],
+        "completion_tokens": 50,
+    }
     stored = await fetch(final["id"])
     assert stored.content == final["content"] and stored.completion_tokens == 50
 
 
-async def test_handshake_refused_for_foreign_origin_and_closed_4401_without_session(user, daphne_factory):
+async def test_handshake_refused_for_foreign_origin_and_closed_4401_without_session(
+    user, daphne_factory
+):
     server = await asyncio.to_thread(daphne_factory)
     with pytest.raises(websockets.InvalidStatus) as refused:
-        async with connect(server, await login_cookie(user), origin="http://evil.example"):
+        async with connect(
+            server, await login_cookie(user), origin="http://evil.example"
+        ):
             pass
     assert refused.value.response.status_code == 403
     async with connect(server) as ws:
@@ -89,7 +105,9 @@ async def test_handshake_refused_for_foreign_origin_and_closed_4401_without_sess
     assert closed.value.rcvd.code == 4401
 
 
-async def test_second_process_sees_the_reply_and_a_reconnect_resumes_exactly(user, fake_openai, daphne_factory):
+async def test_second_process_sees_the_reply_and_a_reconnect_resumes_exactly(
+    user, fake_openai, daphne_factory
+):
     require_redis()
     fake_openai.configure(tokens=120, tps=60)
     env = fake_openai_env(fake_openai)
@@ -101,12 +119,16 @@ async def test_second_process_sees_the_reply_and_a_reconnect_resumes_exactly(use
         started = await until(tab_a, "reply.started")
         dialogue_id = started[0]["dialogue"]["id"]
         async with connect(b, cookie) as tab_b:
-            await tab_b.send(json.dumps({"type": "dialogue.open", "dialogue": dialogue_id}))
+            await tab_b.send(
+                json.dumps({"type": "dialogue.open", "dialogue": dialogue_id})
+            )
             await until(tab_b, "dialogue.state")
             await until(tab_b, "reply.delta")  # B receives A's deltas
         await asyncio.sleep(0.5)  # B's socket dropped; A keeps generating
         async with connect(b, cookie) as tab_b:
-            await tab_b.send(json.dumps({"type": "dialogue.open", "dialogue": dialogue_id}))
+            await tab_b.send(
+                json.dumps({"type": "dialogue.open", "dialogue": dialogue_id})
+            )
             resumed = await until(tab_b, "reply.completed", timeout=20)
         full = await until(tab_a, "reply.completed", timeout=20)
     state = resumed[0]
@@ -114,11 +136,18 @@ async def test_second_process_sees_the_reply_and_a_reconnect_resumes_exactly(use
     assert streaming["status"] == "streaming" and streaming["seq"] >= 1
     deltas = [f for f in resumed if f["type"] == "reply.delta"]
     assert deltas[0]["seq"] == streaming["seq"] + 1
-    assert [d["seq"] for d in deltas] == list(range(deltas[0]["seq"], deltas[-1]["seq"] + 1))
-    assert streaming["content"] + "".join(d["delta"] for d in deltas) == full[-1]["message"]["content"]
+    assert [d["seq"] for d in deltas] == list(
+        range(deltas[0]["seq"], deltas[-1]["seq"] + 1)
+    )
+    assert (
+        streaming["content"] + "".join(d["delta"] for d in deltas)
+        == full[-1]["message"]["content"]
+    )
 
 
-async def test_stop_from_another_process_cancels_upstream(user, fake_openai, daphne_factory):
+async def test_stop_from_another_process_cancels_upstream(
+    user, fake_openai, daphne_factory
+):
     require_redis()
     fake_openai.configure(tokens=1000, tps=50)
     env = fake_openai_env(fake_openai)
@@ -132,11 +161,15 @@ async def test_stop_from_another_process_cancels_upstream(user, fake_openai, dap
         await tab_b.send(json.dumps({"type": "reply.stop", "dialogue": dialogue_id}))
         stopped = (await until(tab_a, "reply.stopped"))[-1]["message"]
     assert stopped["status"] == "stopped"
-    assert await asyncio.to_thread(fake_openai.wait_for, lambda: fake_openai.closed_early, 1.0)
+    assert await asyncio.to_thread(
+        fake_openai.wait_for, lambda: fake_openai.closed_early, 1.0
+    )
     assert (await fetch(stopped["id"])).content == stopped["content"]
 
 
-async def test_killed_process_reply_becomes_interrupted(user, fake_openai, daphne_factory):
+async def test_killed_process_reply_becomes_interrupted(
+    user, fake_openai, daphne_factory
+):
     require_redis()
     fake_openai.configure(tokens=1000, tps=50)
     env = fake_openai_env(fake_openai)
@@ -154,7 +187,9 @@ async def test_killed_process_reply_becomes_interrupted(user, fake_openai, daphn
     message = None
     async with connect(b, cookie) as tab_b:
         for _ in range(40):  # the dead process's heartbeat expires within seconds
-            await tab_b.send(json.dumps({"type": "dialogue.open", "dialogue": dialogue_id}))
+            await tab_b.send(
+                json.dumps({"type": "dialogue.open", "dialogue": dialogue_id})
+            )
             state = (await until(tab_b, "dialogue.state"))[-1]
             message = state["messages"][-1]
             if message["status"] != "streaming":

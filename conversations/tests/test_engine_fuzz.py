@@ -6,22 +6,43 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from conversations.protocol import CLIENT_TYPES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 frames = st.one_of(
     st.text(min_size=1, max_size=50),
     json_values.map(json.dumps),
     st.fixed_dictionaries(
-        {"type": st.sampled_from(sorted(CLIENT_TYPES - {"message.send", "message.edit", "image.generate", "reply.regenerate"}))},
+        {
+            "type": st.sampled_from(
+                sorted(
+                    CLIENT_TYPES
+                    - {
+                        "message.send",
+                        "message.edit",
+                        "image.generate",
+                        "reply.regenerate",
+                    }
+                )
+            )
+        },
         optional={"dialogue": json_values, "before": json_values, "seq": json_values},
     ).map(json.dumps),
 )
@@ -38,7 +59,12 @@ async def test_random_frames_never_crash_the_consumer(user_for_fuzz, batch):
         await ws.send({"type": "ping"})
         while True:
             frame = await ws.recv(timeout=5)
-            assert frame["type"] in {"error", "pong", "dialogue.state", "dialogue.history"}
+            assert frame["type"] in {
+                "error",
+                "pong",
+                "dialogue.state",
+                "dialogue.history",
+            }
             if frame["type"] == "error":
                 assert frame["code"] in {"bad_request", "not_found"}, frame
             if frame["type"] == "pong":

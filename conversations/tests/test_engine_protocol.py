@@ -16,7 +16,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def send_frame(content="hello", *, dialogue=None, client_id="c-1", **extra):
-    return {"type": "message.send", "dialogue": dialogue, "content": content, "client_id": client_id, **extra}
+    return {
+        "type": "message.send",
+        "dialogue": dialogue,
+        "content": content,
+        "client_id": client_id,
+        **extra,
+    }
 
 
 @database_sync_to_async
@@ -24,7 +30,9 @@ def fetch(message_id):
     return Message.objects.get(pk=message_id)
 
 
-async def test_send_streams_ordered_deltas_and_stores_the_concatenated_text(user, fake_openai, socket_for):
+async def test_send_streams_ordered_deltas_and_stores_the_concatenated_text(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=40, tps=400)
     async with socket_for(user) as ws:
         await ws.send(send_frame())
@@ -47,21 +55,44 @@ async def test_send_streams_ordered_deltas_and_stores_the_concatenated_text(user
     assert stored.completion_tokens == 40
 
 
-async def test_protocol_objects_carry_the_contract_fields(user, fake_openai, socket_for):
+async def test_protocol_objects_carry_the_contract_fields(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=3)
     async with socket_for(user) as ws:
         await ws.send(send_frame())
         frames = await ws.until("reply.completed")
     dialogue = frames[0]["dialogue"]
-    assert {"id", "title", "model", "system_prompt", "created_at", "updated_at"} <= dialogue.keys()
+    assert {
+        "id",
+        "title",
+        "model",
+        "system_prompt",
+        "created_at",
+        "updated_at",
+    } <= dialogue.keys()
     message = frames[1]["message"]
-    assert {"id", "dialogue", "role", "content", "status", "model", "created_at", "client_id", "seq",
-            "images", "usage", "error"} <= message.keys()
+    assert {
+        "id",
+        "dialogue",
+        "role",
+        "content",
+        "status",
+        "model",
+        "created_at",
+        "client_id",
+        "seq",
+        "images",
+        "usage",
+        "error",
+    } <= message.keys()
     assert message["client_id"] == "c-1" and message["role"] == "user"
     assert message["created_at"].endswith(("Z", "+00:00"))
 
 
-async def test_other_tabs_receive_the_user_message_and_the_reply(user, fake_openai, socket_for):
+async def test_other_tabs_receive_the_user_message_and_the_reply(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=10)
     async with socket_for(user) as first:
         await first.send(send_frame())
@@ -78,24 +109,37 @@ async def test_other_tabs_receive_the_user_message_and_the_reply(user, fake_open
     assert "reply.started" in kinds
 
 
-async def test_duplicate_client_id_stores_one_message_and_makes_one_upstream_request(user, fake_openai, socket_for):
+async def test_duplicate_client_id_stores_one_message_and_makes_one_upstream_request(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=5)
     async with socket_for(user) as ws:
         await ws.send(send_frame(client_id="same"))
         first = await ws.until("reply.completed")
-        await ws.until("dialogue.updated")  # the automatic title after the first exchange
+        await ws.until(
+            "dialogue.updated"
+        )  # the automatic title after the first exchange
         await ws.send(send_frame(client_id="same"))
         again = await ws.until("message.created")
         assert await ws.nothing(0.5)
     assert [f["type"] for f in again] == ["dialogue.created", "message.created"]
     assert again[1]["message"]["id"] == first[1]["message"]["id"]
     assert again[0]["dialogue"]["id"] == first[0]["dialogue"]["id"]
-    chat_requests = [r for r in fake_openai.requests if r["path"].endswith("/chat/completions")]
-    assert sum(1 for r in chat_requests if r["body"].get("stream")) == 1, "one reply request"
-    assert await database_sync_to_async(Message.objects.filter(client_id="same").count)() == 1
+    chat_requests = [
+        r for r in fake_openai.requests if r["path"].endswith("/chat/completions")
+    ]
+    assert sum(1 for r in chat_requests if r["body"].get("stream")) == 1, (
+        "one reply request"
+    )
+    assert (
+        await database_sync_to_async(Message.objects.filter(client_id="same").count)()
+        == 1
+    )
 
 
-async def test_dialogue_state_while_streaming_resumes_exactly(user, fake_openai, socket_for):
+async def test_dialogue_state_while_streaming_resumes_exactly(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=60, tps=100)
     async with socket_for(user) as first:
         await first.send(send_frame())
@@ -116,7 +160,9 @@ async def test_dialogue_state_while_streaming_resumes_exactly(user, fake_openai,
     assert resumed == full[-1]["message"]["content"] == later[-1]["message"]["content"]
 
 
-async def test_reply_completes_and_is_stored_when_every_socket_closes(user, fake_openai, socket_for):
+async def test_reply_completes_and_is_stored_when_every_socket_closes(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=30, tps=100)
     async with socket_for(user) as ws:
         await ws.send(send_frame())
@@ -131,7 +177,9 @@ async def test_reply_completes_and_is_stored_when_every_socket_closes(user, fake
     assert stored.completion_tokens == 30
 
 
-async def test_stop_with_seq_saves_exactly_the_text_shown_and_closes_upstream(user, fake_openai, socket_for):
+async def test_stop_with_seq_saves_exactly_the_text_shown_and_closes_upstream(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=500, tps=50)
     async with socket_for(user) as ws:
         await ws.send(send_frame())
@@ -142,7 +190,9 @@ async def test_stop_with_seq_saves_exactly_the_text_shown_and_closes_upstream(us
             frame = await ws.recv()
             if frame["type"] == "reply.delta":
                 shown.append(frame)
-        await ws.send({"type": "reply.stop", "dialogue": dialogue_id, "seq": shown[1]["seq"]})
+        await ws.send(
+            {"type": "reply.stop", "dialogue": dialogue_id, "seq": shown[1]["seq"]}
+        )
         stopped = (await ws.until("reply.stopped"))[-1]
     expected = "".join(d["delta"] for d in shown[:2])
     assert stopped["message"]["status"] == "stopped"
@@ -201,7 +251,9 @@ async def test_a_second_send_while_streaming_is_busy(user, fake_openai, socket_f
     assert error["code"] == "busy" and error["ref"] == "c-2"
 
 
-async def test_regenerate_answers_again_and_keeps_the_old_reply_as_replaced(user, fake_openai, socket_for):
+async def test_regenerate_answers_again_and_keeps_the_old_reply_as_replaced(
+    user, fake_openai, socket_for
+):
     fake_openai.configure(tokens=5)
     async with socket_for(user) as ws:
         await ws.send(send_frame())
@@ -211,7 +263,10 @@ async def test_regenerate_answers_again_and_keeps_the_old_reply_as_replaced(user
         second = await ws.until("reply.completed")
     old = await fetch(first[-1]["message"]["id"])
     assert old.replaced
-    assert second[-1]["message"]["id"] != old.pk and second[-1]["message"]["status"] == "complete"
+    assert (
+        second[-1]["message"]["id"] != old.pk
+        and second[-1]["message"]["status"] == "complete"
+    )
 
 
 async def test_edit_replaces_the_last_turn(user, fake_openai, socket_for):
@@ -220,15 +275,26 @@ async def test_edit_replaces_the_last_turn(user, fake_openai, socket_for):
         await ws.send(send_frame("first wording"))
         first = await ws.until("reply.completed")
         dialogue_id = first[0]["dialogue"]["id"]
-        await ws.send({"type": "message.edit", "dialogue": dialogue_id, "content": "second wording", "client_id": "c-2"})
+        await ws.send(
+            {
+                "type": "message.edit",
+                "dialogue": dialogue_id,
+                "content": "second wording",
+                "client_id": "c-2",
+            }
+        )
         edited = await ws.until("reply.completed")
     created = next(f for f in edited if f["type"] == "message.created")
     assert created["message"]["content"] == "second wording"
     assert (await fetch(first[1]["message"]["id"])).replaced
-    assert fake_openai.requests[-1]["body"]["messages"][-1]["content"] == "second wording"
+    assert (
+        fake_openai.requests[-1]["body"]["messages"][-1]["content"] == "second wording"
+    )
 
 
-async def test_unknown_model_is_refused_before_the_model_is_called(user, fake_openai, socket_for):
+async def test_unknown_model_is_refused_before_the_model_is_called(
+    user, fake_openai, socket_for
+):
     async with socket_for(user) as ws:
         await ws.send(send_frame(model="not-offered"))
         error = await ws.recv()
@@ -236,8 +302,12 @@ async def test_unknown_model_is_refused_before_the_model_is_called(user, fake_op
     assert not fake_openai.requests
 
 
-async def test_foreign_dialogue_is_not_found_exactly_like_a_missing_one(user, other_user, fake_openai, socket_for):
-    foreign = await database_sync_to_async(Dialogue.objects.create)(owner=other_user, title="secret")
+async def test_foreign_dialogue_is_not_found_exactly_like_a_missing_one(
+    user, other_user, fake_openai, socket_for
+):
+    foreign = await database_sync_to_async(Dialogue.objects.create)(
+        owner=other_user, title="secret"
+    )
     answers = []
     async with socket_for(user) as ws:
         for dialogue_id in (foreign.pk, 10**9):
@@ -253,7 +323,7 @@ async def test_foreign_dialogue_is_not_found_exactly_like_a_missing_one(user, ot
                 reply.pop("ref", None)
                 answers.append((dialogue_id, frame["type"], reply))
     by_frame = {}
-    for dialogue_id, kind, reply in answers:
+    for _dialogue_id, kind, reply in answers:
         by_frame.setdefault(kind, []).append(reply)
         assert reply["code"] == "not_found"
     for replies in by_frame.values():
@@ -270,7 +340,9 @@ async def test_too_long_message_is_refused(user, fake_openai, socket_for, settin
     assert not fake_openai.requests
 
 
-async def test_send_rate_is_limited_with_retry_after(user, fake_openai, socket_for, settings):
+async def test_send_rate_is_limited_with_retry_after(
+    user, fake_openai, socket_for, settings
+):
     settings.CHAT_RATE_LIMIT_PER_MINUTE = 2
     fake_openai.configure(tokens=2)
     async with socket_for(user) as ws:
@@ -301,7 +373,9 @@ async def test_send_rate_is_limited_with_retry_after(user, fake_openai, socket_f
         '{"type": "reply.stop", "dialogue": 1, "seq": -1}',
     ],
 )
-async def test_malformed_frames_get_bad_request_and_the_socket_keeps_serving(user, socket_for, text):
+async def test_malformed_frames_get_bad_request_and_the_socket_keeps_serving(
+    user, socket_for, text
+):
     async with socket_for(user) as ws:
         await ws.send_text(text)
         error = await ws.recv()
@@ -338,9 +412,16 @@ async def test_offline_demo_model_streams_an_honest_reply(user, socket_for, sett
     assert frames[-1]["message"]["model"] == "offline-demo"
 
 
-async def test_dead_process_reply_is_marked_interrupted_on_open(user, dialogue, socket_for):
+async def test_dead_process_reply_is_marked_interrupted_on_open(
+    user, dialogue, socket_for
+):
     reply = await database_sync_to_async(Message.objects.create)(
-        dialogue=dialogue, user=user, role="assistant", status="streaming", content="partial", worker="dead-worker"
+        dialogue=dialogue,
+        user=user,
+        role="assistant",
+        status="streaming",
+        content="partial",
+        worker="dead-worker",
     )
     async with socket_for(user) as ws:
         await ws.send({"type": "dialogue.open", "dialogue": dialogue.pk})
@@ -353,11 +434,19 @@ async def test_dead_process_reply_is_marked_interrupted_on_open(user, dialogue, 
 def test_every_event_survives_a_json_round_trip(user, dialogue):
     from conversations.serializers import dialogue_dict, message_dict
 
-    message = Message.objects.create(dialogue=dialogue, user=user, role="user", content="hé", client_id="k")
+    message = Message.objects.create(
+        dialogue=dialogue, user=user, role="user", content="hé", client_id="k"
+    )
     events = [
         {"type": "dialogue.created", "dialogue": dialogue_dict(dialogue)},
         {"type": "message.created", "message": message_dict(message)},
-        {"type": "reply.delta", "dialogue": dialogue.pk, "message_id": message.pk, "seq": 1, "delta": "x"},
+        {
+            "type": "reply.delta",
+            "dialogue": dialogue.pk,
+            "message_id": message.pk,
+            "seq": 1,
+            "delta": "x",
+        },
     ]
     for event in events:
         assert json.loads(json.dumps(event)) == event
