@@ -563,7 +563,9 @@ def test_usage_endpoint_shape(api, user):
 
 
 @pytest.mark.django_db
-def test_context_report_of_a_dialogue_on_a_retired_model_gauges_the_default(api, user, fake_openai):
+def test_context_report_of_a_dialogue_on_a_retired_model_gauges_the_default(
+    api, user, fake_openai
+):
     dialogue = DialogueFactory(owner=user, model="retired-model")
 
     response = api.get(f"/api/dialogues/{dialogue.pk}/context/")
