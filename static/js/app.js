@@ -599,8 +599,7 @@ function showFrameError(frame) {
     import("./api.js")
       .then(({ api }) => api("GET", "/api/usage/"))
       .then((usage) => {
-        el.querySelector(".alert-text").textContent = fmt(
-          "You have reached your daily quota. It resets at %(time)s.",
+        el.querySelector(".alert-text").textContent = fmt(_("You have reached your daily quota. It resets at %(time)s."),
           { time: longTime(usage.reset_at) },
         );
       })
@@ -637,7 +636,7 @@ function showConnection(state) {
   else {
     const tick = () => {
       const seconds = Math.max(0, Math.ceil((socket.nextRetryAt - Date.now()) / 1000));
-      label.textContent = fmt("Offline, retrying in %(seconds)s s", { seconds });
+      label.textContent = fmt(_("Offline, retrying in %(seconds)s s"), { seconds });
     };
     tick();
     offlineTimer = setInterval(tick, 1000);

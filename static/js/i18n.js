@@ -3,8 +3,9 @@ export function _(text) {
   return typeof window.gettext === "function" ? window.gettext(text) : text;
 }
 
+/** Interpolate `%(name)s` into an already translated `text`: fmt(_("..."), {...}). */
 export function fmt(text, values) {
-  const translated = _(text);
+  const translated = text;
   return typeof window.interpolate === "function"
     ? window.interpolate(translated, values, true)
     : translated.replace(/%\((\w+)\)s/g, (_m, k) => String(values[k]));

@@ -142,7 +142,7 @@ export class SettingsPanel {
     const report = await api("GET", `/api/dialogues/${id}/context/`);
     const percent = report.budget_tokens ? Math.min(100, Math.round((100 * report.used_tokens) / report.budget_tokens)) : 0;
     this.setGauge(percent);
-    let text = fmt("%(used)s of %(budget)s tokens (%(percent)s%%). %(included)s of %(total)s messages included.", {
+    let text = fmt(_("%(used)s of %(budget)s tokens (%(percent)s%). %(included)s of %(total)s messages included."), {
       used: report.used_tokens.toLocaleString(),
       budget: report.budget_tokens.toLocaleString(),
       percent,

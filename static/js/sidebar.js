@@ -82,7 +82,7 @@ export class Sidebar {
     try {
       const page = await api("GET", `/api/dialogues/?${params}`);
       if (query !== this.query) return;
-      for (const dialogue of page.results) this.upsert(dialogue, { snippet: dialogue.snippet });
+      for (const dialogue of page.results) this.upsert(dialogue, { snippet: dialogue.snippet, fromPage: true });
       this.cursor = page.next_cursor;
       this.exhausted = !page.next_cursor;
     } catch (err) {
@@ -96,11 +96,11 @@ export class Sidebar {
   }
 
   /** Add or refresh a dialogue and move it to its place in the order. */
-  upsert(dialogue, { snippet } = {}) {
+  upsert(dialogue, { snippet, fromPage = false } = {}) {
     const known = this.dialogues.get(String(dialogue.id));
     const merged = { ...known, ...dialogue };
     this.dialogues.set(String(dialogue.id), merged);
-    if (this.query && !this.items.has(String(dialogue.id))) return merged;
+    if (this.query && !fromPage && !this.items.has(String(dialogue.id))) return merged;
     let li = this.items.get(String(dialogue.id));
     if (!li) {
       li = this.template.content.firstElementChild.cloneNode(true);
@@ -115,12 +115,12 @@ export class Sidebar {
     li.classList.toggle("pinned", !!merged.pinned);
     if (snippet !== undefined) li.querySelector(".dlg-snippet").textContent = snippet || "";
     this.markActive(li);
-    this.place(li, merged);
+    this.place(li, merged, fromPage);
     this.empty.classList.add("d-none");
     return merged;
   }
 
-  place(li, dialogue) {
+  place(li, dialogue, fromPage) {
     // In search results the server's relevance order stands.
     if (this.query) {
       if (!li.parentNode) this.list.appendChild(li);
@@ -136,7 +136,7 @@ export class Sidebar {
       }
     }
     // Past the loaded pages: leave it for a later page to bring.
-    if (!before && !this.exhausted && li.parentNode !== this.list && this.list.children.length) {
+    if (!before && !fromPage && !this.exhausted && li.parentNode !== this.list && this.list.children.length) {
       if (!dialogue.pinned && !this.isRecent(dialogue)) return;
     }
     if (li.nextSibling !== before || li.parentNode !== this.list) this.list.insertBefore(li, before);

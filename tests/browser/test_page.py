@@ -39,7 +39,7 @@ def test_sidebar_pages_renames_pins_searches_and_deletes(page, site):
     log_in(page, site, user.username)
 
     # pages: the first 30, then more on scroll
-    page.wait_for_selector(".dlg-item >> nth=29")
+    page.wait_for_function("() => document.querySelectorAll('.dlg-item').length >= 30")
     page.locator("#dialogue-sentinel").scroll_into_view_if_needed()
     page.wait_for_function("() => document.querySelectorAll('.dlg-item').length === 35")
 
@@ -120,6 +120,7 @@ def test_language_switch_theme_toggle_and_help_dialog(page, site):
     page.keyboard.press("?")
     page.wait_for_selector("#help-modal.show")
     assert "Ctrl" in page.inner_text("#help-modal")
+    page.wait_for_function("() => document.activeElement.id === 'help-modal'")
     page.keyboard.press("Escape")
     page.wait_for_selector("#help-modal", state="hidden")
 
@@ -153,7 +154,6 @@ def test_screenshots_light_dark_and_phone(page, site, artifacts):
     page.wait_for_timeout(300)
     page.screenshot(path=str(artifacts / "chat-light.png"))
 
-    page.emulate_media(color_scheme="dark")
     page.click(".sidebar .js-theme-toggle")
     page.wait_for_timeout(200)
     assert page.get_attribute("html", "data-bs-theme") == "dark"
