@@ -18,6 +18,13 @@ class FlagAdminForm(forms.ModelForm):
         model = Flag
         fields = ("dialogue", "message", "reason", "reviewer_notes")
 
+    def clean(self):
+        data = super().clean()
+        dialogue, message = data.get("dialogue"), data.get("message")
+        if dialogue and message and message.dialogue_id != dialogue.pk:
+            self.add_error("message", "This message belongs to another dialogue.")
+        return data
+
 
 @admin.register(Flag)
 class FlagAdmin(admin.ModelAdmin):
@@ -71,6 +78,9 @@ class FlagAdmin(admin.ModelAdmin):
             "resolved",
             "resolved_by",
         )
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a flag is part of the review record: resolve it instead
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -419,6 +419,32 @@ def test_staff_flag_from_the_flag_admin_marks_the_message(
 
 
 @pytest.mark.django_db
+def test_flag_form_refuses_a_message_of_another_dialogue(admin_client, transcript):
+    other_message = MessageFactory()
+
+    response = admin_client.post(
+        reverse("admin:conversations_flag_add"),
+        {"dialogue": transcript.pk, "message": other_message.pk, "reason": "x"},
+    )
+
+    assert response.status_code == 200
+    assert "belongs to another dialogue" in response.content.decode()
+    assert not Flag.objects.exists()
+
+
+@pytest.mark.django_db
+def test_flags_cannot_be_deleted_only_resolved(admin_client, transcript):
+    flag = Flag.objects.create(dialogue=transcript, source=Flag.Source.USER, reason="r")
+
+    response = admin_client.post(
+        reverse("admin:conversations_flag_delete", args=[flag.pk]), {"post": "yes"}
+    )
+
+    assert response.status_code == 403
+    assert Flag.objects.filter(pk=flag.pk).exists()
+
+
+@pytest.mark.django_db
 def test_flag_links_on_a_transcript_prefill_the_flag_form(admin_client, transcript):
     message = transcript.messages.last()
     page = admin_client.get(
