@@ -117,6 +117,43 @@ def test_every_changelist_renders_for_a_superuser(admin_client, transcript, name
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("admin:conversations_dialogue_changelist", 200),
+        ("admin:conversations_message_changelist", 200),
+        ("admin:conversations_flag_changelist", 200),
+        ("admin:conversations_usagedaily_changelist", 200),
+        ("admin:conversations_userquota_changelist", 200),
+        ("admin:conversations_transcriptview_changelist", 403),
+        ("admin:auth_user_changelist", 403),
+    ],
+)
+def test_changelists_for_staff_without_review_permission(
+    staff_client, transcript, name, status
+):
+    Flag.objects.create(dialogue=transcript, source=Flag.Source.USER, reason="rude")
+
+    response = staff_client.get(reverse(name))
+
+    assert response.status_code == status
+    if status == 200:
+        assert "quesadillas" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_filters_work_for_staff_without_review_permission(staff_client, transcript):
+    MessageFactory(dialogue=transcript, role=Message.Role.ASSISTANT, status="failed")
+    params = {
+        "owner": transcript.owner.username,
+        "status": "problem",
+        "model": "gpt-test",
+    }
+
+    assert _ids(staff_client.get(_changelist(), params)) == {transcript.pk}
+
+
+@pytest.mark.django_db
 def test_dialogue_list_shows_owner_counts_tokens_and_open_flags(
     admin_client, transcript
 ):
