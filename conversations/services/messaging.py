@@ -32,6 +32,7 @@ from ..llm import ChatLLM, get_llm
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, message_dict
 from .streaming import ReplyControl, reply_stream
+from .usage import quota_check, usage_record_image
 from .workers import dialogue_lock, get_worker
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,6 @@ async def _admit(user: Any) -> None:
             f"You are sending messages too fast. Try again in {retry} seconds.",
             retry_after=retry,
         )
-    from .usage import quota_check
-
     await database_sync_to_async(quota_check)(user=user)
 
 
@@ -323,9 +322,13 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
             context = await context_build(
                 dialogue=dialogue, model=spec, llm=llm, upto_message_id=reply.pk
             )
-            messages = context.messages
+            messages, prompt_tokens = (
+                context.messages,
+                context.report.get("used_tokens"),
+            )
         except Exception:
             log.exception("context build failed for dialogue %s", dialogue.pk)
+            prompt_tokens = None
             messages = [
                 {
                     "role": "user",
@@ -341,6 +344,7 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
             control=control,
             tools=tools,
             tool_handler=handler,
+            prompt_tokens=prompt_tokens,
         ):
             if event["type"] == "reply.delta":
                 await store.stream_append(reply.pk, event["seq"], event["delta"])
@@ -454,10 +458,6 @@ async def _image_run(turn: Turn) -> None:
                     **fields, worker="", updated_at=timezone.now()
                 )
                 if ok:
-                    try:
-                        from .usage import usage_record_image
-                    except ImportError:  # TODO(lead): remove once usage lands
-                        return
                     usage_record_image(user=reply.user)
 
         await database_sync_to_async(finish)()

@@ -26,6 +26,7 @@ from ..exceptions import LLMError
 from ..llm import ChatLLM, LLMChunk
 from ..models import Message
 from ..serializers import message_dict
+from .usage import usage_record
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,6 @@ def _checkpoint(message_id: int, text: str, seq: int) -> None:
 
 
 def _finish_sync(message: Message, fields: dict[str, Any]) -> Message:
-    try:
-        from .usage import usage_record
-    except ImportError:  # TODO(lead): remove once services/usage.py lands
-
-        def usage_record(*, message: Message) -> None:
-            return None
-
     with transaction.atomic():
         # Only a reply still streaming is finished: a reaper or a shutdown may have
         # ended it already, and the first ending wins.
@@ -132,6 +126,7 @@ async def reply_stream(
     control: ReplyControl,
     tools: list[dict[str, Any]] | None = None,
     tool_handler: ToolHandler | None = None,
+    prompt_tokens: int | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the events of one assistant reply; `message` is the stored, streaming row."""
     window = settings.CHAT_DELTA_WINDOW_MS / 1000
@@ -267,6 +262,10 @@ async def reply_stream(
     if usage:
         fields["prompt_tokens"] = usage.get("prompt_tokens")
         fields["completion_tokens"] = usage.get("completion_tokens")
+    elif prompt_tokens is not None:
+        # No usage from the provider: the context's own count stands in (the
+        # completion is counted by usage_record).
+        fields["prompt_tokens"] = prompt_tokens
     if error is not None:
         fields["error_code"], fields["error_message"] = error.code, error.message
     elif status == Message.Status.INTERRUPTED:

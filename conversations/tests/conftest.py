@@ -36,7 +36,7 @@ class Socket:
     async def recv(self, timeout: float = 5) -> dict[str, Any]:
         return await self.c.receive_json_from(timeout=timeout)
 
-    async def until(self, kind: str, timeout: float = 10) -> list[dict[str, Any]]:
+    async def until(self, kind: str, timeout: float = 20) -> list[dict[str, Any]]:
         """Every frame up to and including the first of type `kind`."""
         frames = []
         async with asyncio.timeout(timeout):
