@@ -18,7 +18,6 @@ import colorsys
 import hashlib
 import io
 import logging
-import textwrap
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -346,6 +345,30 @@ def _palette(prompt: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return rgb(hue, 0.35), rgb(hue + 0.18, 0.62)
 
 
+def _wrap(text: str, font: Any, max_width: float) -> list[str]:
+    """Greedy word wrap measured in pixels (prompts may be in any script)."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if font.getlength(candidate) <= max_width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            # A word (or a run of CJK text) wider than the line: cut by characters.
+            line = ""
+            for char in word:
+                if font.getlength(line + char) > max_width and line:
+                    lines.append(line)
+                    line = ""
+                line += char
+        if line:
+            lines.append(line)
+    return lines
+
+
 def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
     top, bottom = _palette(prompt)
     mask = Image.linear_gradient("L").resize((width, height))
@@ -375,8 +398,7 @@ def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
     draw.text((margin, margin // 2 + unit // 56), label, font=label_font, fill="white")
 
     text_font = _font(max(16, unit // 16))
-    chars_per_line = max(10, int((width - 2 * margin) / (unit / 16 * 0.55)))
-    lines = textwrap.wrap(prompt, width=chars_per_line)[:8] or ["(empty prompt)"]
+    lines = _wrap(prompt, text_font, width - 2 * margin)[:8] or ["(empty prompt)"]
     line_height = int(unit / 16 * 1.3)
     y = (height - line_height * len(lines)) // 2
     for line in lines:

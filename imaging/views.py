@@ -72,5 +72,7 @@ def image_file(request: HttpRequest, pk: int) -> HttpResponseBase:
     response["ETag"] = etag
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    patch_cache_control(response, private=True, max_age=300)
+    # Revalidate each time (a cheap 304): a re-render keeps the URL, so a cached
+    # copy would hide the new picture.
+    patch_cache_control(response, private=True, no_cache=True)
     return response

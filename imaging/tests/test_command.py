@@ -242,5 +242,5 @@ def test_exit_status_of_the_real_command(
 
     assert mixed.returncode == 0, mixed.stderr
     assert "Re-rendered 1 of 2 images" in mixed.stdout
-    assert all_failed.returncode == 1
-    assert "Re-rendered 0 of 1 images" in all_failed.stderr
+    assert all_failed.returncode == 1, all_failed.stderr
+    assert "Re-rendered 0 of 1 images" in all_failed.stderr, all_failed.stderr
