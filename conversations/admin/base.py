@@ -35,15 +35,19 @@ def subquery_int(queryset: QuerySet, group_by: str, aggregate: Aggregate) -> Coa
 
 
 MAX_SEARCH_WORDS = 5
-# Past this many matching dialogues a word is matched in SQL instead of by id list.
-SEARCH_ID_CAP = 5000
+# Matching messages read as ids before a word counts as common and is matched in SQL.
+SEARCH_ROW_CAP = 10_000
 
 
 def dialogues_with_text(word: str) -> Q | Exists:
+    """Dialogues with a message containing `word`, for the changelist search.
+
+    Message text has no trigram index, so a rare word costs a sequential scan: it is
+    done once here and the ids reused by both the page and its count. A common word
+    stops this scan early (LIMIT) and falls back to a correlated EXISTS.
+    """
     matching = Message.objects.filter(content__icontains=word).order_by()
-    ids = list(
-        matching.values_list("dialogue_id", flat=True).distinct()[: SEARCH_ID_CAP + 1]
-    )
-    if len(ids) > SEARCH_ID_CAP:
+    ids = list(matching.values_list("dialogue_id", flat=True)[: SEARCH_ROW_CAP + 1])
+    if len(ids) > SEARCH_ROW_CAP:
         return Exists(matching.filter(dialogue=OuterRef("pk")))
-    return Q(pk__in=ids)
+    return Q(pk__in=sorted(set(ids)))
