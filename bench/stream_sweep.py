@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import random
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import harness as h  # noqa: E402
+
+
+def start_profile(pid: int, seconds: float, path: Path):
+    """py-spy (pip install py-spy) samples the daphne process while the level streams."""
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def run_level(
@@ -38,6 +63,7 @@ async def run_level(
     database_url: str,
     tokens: int,
     tps: float,
+    profile: Path | None = None,
 ) -> dict:
     sem = asyncio.Semaphore(50)
 
@@ -61,6 +87,7 @@ async def run_level(
             ws, dialogue_id, f"[[fake tokens={tokens} tps={tps:g}]] Hello", timeout
         )
 
+    spy = start_profile(pids[0], tokens / tps, profile) if profile else None
     results = await asyncio.gather(
         *(one(ws, d) for ws, (_k, d) in zip(sockets, clients[:n], strict=True))
     )
@@ -68,6 +95,8 @@ async def run_level(
     cpu = sum(h.cpu_seconds(p) for p in pids) - cpu_before
     client_cpu = _self_cpu() - client_cpu_before
     rss_streaming_end = sum(h.rss_kb(p) for p in pids)
+    if spy is not None:
+        spy.wait(60)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     await asyncio.sleep(h.PG_STATS_SETTLE_SECONDS)
     writes = h.pg_writes(database_url)["rows"] - writes_before
@@ -117,6 +146,19 @@ def main() -> None:
     parser.add_argument("--database-url", default=h.DEFAULT_DATABASE_URL)
     parser.add_argument("--redis-url", default=h.DEFAULT_REDIS_URL)
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server environment for bench/variant_settings.py, e.g. BENCH_CONN_HEALTH_CHECKS=false",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the (first) daphne process with py-spy during each level: "
+        "bench/results/profile-<label>-<n>.txt, collapsed stacks",
+    )
+    parser.add_argument(
         "--label", help="result file suffix (default: direct-1 or nginx-K)"
     )
     args = parser.parse_args()
@@ -128,6 +170,9 @@ def main() -> None:
     ensure_database(args.database_url)
     h.flush_redis(args.redis_url)
     procs = args.cluster or 1
+    variant = dict(v.split("=", 1) for v in args.variant)
+    if variant:
+        variant["DJANGO_SETTINGS_MODULE"] = "bench.variant_settings"
     rows, results = [], []
     with (
         h.upstream(tokens=args.tokens, tps=args.tps) as (base_url, upstream_pid),
@@ -137,6 +182,7 @@ def main() -> None:
             base_url=base_url,
             database_url=args.database_url,
             redis_url=args.redis_url,
+            extra_env=variant,
         ) as (cluster, ws_url, origin),
     ):
         h.django_setup(args.database_url, args.redis_url)
@@ -167,6 +213,7 @@ def main() -> None:
                     args.database_url,
                     args.tokens,
                     args.tps,
+                    h.RESULTS / f"profile-{label}-{n}.txt" if args.profile else None,
                 )
             )
             results.append(summary)
