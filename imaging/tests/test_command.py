@@ -214,16 +214,15 @@ def test_bad_options_are_refused_before_any_work(
     assert snapshot() == before
 
 
-def test_exit_status_of_the_real_command(
-    local_storage, fake_openai, dialogue, tmp_path
-):
-    # A separate process on the test database: the exit code a cron job would see.
+def test_exit_status_of_the_real_command(storage, fake_openai, dialogue):
+    # A separate process on the test database, its storage configured from the
+    # environment as in production: the exit code a cron job would see.
     good, bad = make_image(dialogue, "a fox"), make_image(dialogue, "x [[500]]")
     env = {
         **os.environ,
         **fake_openai_env(fake_openai),
+        **storage.env(),
         "DATABASE_URL": current_database_url(),
-        "MEDIA_ROOT": str(local_storage.media_root),
         "IMAGE_MAX_RETRIES": "0",
     }
 
@@ -242,5 +241,8 @@ def test_exit_status_of_the_real_command(
 
     assert mixed.returncode == 0, mixed.stderr
     assert "Re-rendered 1 of 2 images" in mixed.stdout
+    good.refresh_from_db()
+    assert sorted(storage.keys()) == sorted([good.storage_key, bad.storage_key])
+    assert good.storage_key not in (bad.storage_key, "")
     assert all_failed.returncode == 1, all_failed.stderr
     assert "Re-rendered 0 of 1 images" in all_failed.stderr, all_failed.stderr
