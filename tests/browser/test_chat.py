@@ -214,3 +214,19 @@ def test_message_typed_offline_is_sent_once_when_back(page, site):
         "() => document.querySelectorAll('.msg-assistant[data-status=complete]').length === 2"
     )
     assert page.locator(".msg-user").count() == 2
+
+
+def test_refused_message_shows_an_alert_and_gives_the_text_back(page, site):
+    user = UserFactory(password=PASSWORD)
+    log_in(page, site, user.username)
+    too_long = "x" * 32_001
+
+    page.fill("#composer-input", too_long)
+    page.keyboard.press("Enter")
+
+    page.wait_for_selector("#composer-alerts .alert-warning")
+    assert page.input_value("#composer-input") == too_long
+    assert page.locator(".msg-user").count() == 0
+    assert not Message.objects.exists()
+    page.click("#composer-alerts .btn-close")
+    page.wait_for_selector("#composer-alerts .alert", state="detached")
