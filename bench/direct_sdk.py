@@ -50,10 +50,27 @@ async def one(
     return delays, first, len(delays)
 
 
+def make_client(base_url: str, transport: str) -> AsyncOpenAI:
+    import openai
+
+    if transport == "aiohttp":
+        http = openai.DefaultAioHttpClient()
+    else:
+        http = openai.DefaultAsyncHttpxClient()
+    return AsyncOpenAI(
+        base_url=base_url, api_key="bench", max_retries=0, http_client=http
+    )
+
+
 async def level(
-    base_url: str, n: int, tokens: int, tps: float, upstream_pid: int
+    base_url: str,
+    n: int,
+    tokens: int,
+    tps: float,
+    upstream_pid: int,
+    transport: str = "httpx",
 ) -> dict:
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    client = make_client(base_url, transport)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     up0 = h.cpu_seconds(upstream_pid)
     started = time.time()
@@ -94,31 +111,43 @@ def main() -> None:
     parser.add_argument("--levels", default="10,50,100,200")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--tps", type=float, default=50.0)
+    parser.add_argument(
+        "--transports",
+        default="httpx,aiohttp",
+        help="the SDK's HTTP clients to compare: httpx (default client), aiohttp "
+        "(openai.DefaultAioHttpClient)",
+    )
     args = parser.parse_args()
     rows, out = [], []
     with h.upstream(tokens=args.tokens, tps=args.tps) as (base_url, upstream_pid):
-        asyncio.run(level(base_url, 2, 20, args.tps, upstream_pid))  # warm-up
-        for n in (int(x) for x in args.levels.split(",")):
-            summary = asyncio.run(
-                level(base_url, n, args.tokens, args.tps, upstream_pid)
-            )
-            print(summary, flush=True)
-            out.append(summary)
-            rows.append(
-                [
-                    n,
-                    summary["added_delay_ms"]["p50"],
-                    summary["added_delay_ms"]["p99"],
-                    summary["first_token_ms"]["p50"],
-                    summary["tokens_per_second"],
-                    summary["client_cpu_us_per_token"],
-                    summary["upstream_cpu_us_per_token"],
-                ]
-            )
+        for transport in args.transports.split(","):
+            asyncio.run(
+                level(base_url, 2, 20, args.tps, upstream_pid, transport)
+            )  # warm-up
+            for n in (int(x) for x in args.levels.split(",")):
+                summary = asyncio.run(
+                    level(base_url, n, args.tokens, args.tps, upstream_pid, transport)
+                )
+                summary["transport"] = transport
+                print(summary, flush=True)
+                out.append(summary)
+                rows.append(
+                    [
+                        transport,
+                        n,
+                        summary["added_delay_ms"]["p50"],
+                        summary["added_delay_ms"]["p99"],
+                        summary["first_token_ms"]["p50"],
+                        summary["tokens_per_second"],
+                        summary["client_cpu_us_per_token"],
+                        summary["upstream_cpu_us_per_token"],
+                    ]
+                )
     table = (
         f"Direct openai SDK stream (the floor): {args.tokens} tokens at {args.tps:g} tokens/s per stream\n\n"
         + h.markdown_table(
             [
+                "SDK HTTP client",
                 "streams",
                 "added p50 ms",
                 "added p99 ms",
