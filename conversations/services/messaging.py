@@ -6,9 +6,10 @@ refused here ever reaches the model.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,16 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+
+from imaging.generators import IMAGE_TOOL_NAME
+from imaging.services import (
+    image_create_pending,
+    image_prompt_from_text,
+    image_render,
+    image_tool_arguments,
+    image_tool_result,
+    image_tool_schema,
+)
 
 from .. import selectors
 from ..catalog import ModelSpec, resolve_model
@@ -37,7 +48,7 @@ from .workers import dialogue_lock, get_worker
 
 log = logging.getLogger(__name__)
 
-IMAGE_PREFIXES = ("/image ", "image:")
+MUTEX_SECONDS = 30  # longer than any insert; expires by itself if a process dies
 
 
 @dataclass
@@ -50,15 +61,11 @@ class Turn:
     image: Any = None
     created_dialogue: bool = False
     duplicate: bool = False
-    lock_token: str = ""
 
 
 def image_prompt(content: str) -> str | None:
-    lowered = content.lstrip().lower()
-    for prefix in IMAGE_PREFIXES:
-        if lowered.startswith(prefix):
-            return content.lstrip()[len(prefix) :].strip()
-    return None
+    """The picture asked for by `/image …` or `image: …`, else None."""
+    return image_prompt_from_text(content)
 
 
 def _check_length(content: str) -> None:
@@ -88,12 +95,22 @@ async def _admit(user: Any) -> None:
     await database_sync_to_async(quota_check)(user=user)
 
 
-async def _lock(dialogue_id: int) -> str:
-    worker = get_worker()
-    token = f"{worker.id}:{timezone.now().timestamp()}"
-    if not await get_store().lock(dialogue_lock(dialogue_id), token, 3600):
+@contextlib.asynccontextmanager
+async def _turn_mutex(dialogue_id: int | None) -> AsyncIterator[None]:
+    """Serialise check-and-insert per dialogue across processes. Whether a reply is in
+    flight is the database's answer (a `streaming` row, which the reaper ends if its
+    process dies); this lock only lives for the insert, so nothing can leave it stuck."""
+    if dialogue_id is None:
+        yield
+        return
+    store = get_store()
+    key, token = dialogue_lock(dialogue_id), uuid.uuid4().hex
+    if not await store.lock(key, token, MUTEX_SECONDS):
         raise Busy()
-    return token
+    try:
+        yield
+    finally:
+        await store.unlock(key, token)
 
 
 def _store_turn(
@@ -132,8 +149,6 @@ def _store_turn(
         reply = _create_reply(dialogue=dialogue, spec=spec, worker_id=worker.id)
         picture = None
         if image is not None:
-            from imaging.services import image_create_pending
-
             picture = image_create_pending(
                 message=reply, prompt=image["prompt"], size=image.get("size")
             )
@@ -199,23 +214,21 @@ async def message_send(
             raise MessageNotFound("There is no message to edit in this dialogue.")
         replace_from = last.pk
     await _admit(user)
-    token = await _lock(dialogue.pk) if dialogue else ""
     try:
-        turn = await database_sync_to_async(_store_turn)(
-            user=user,
-            dialogue=dialogue,
-            content=content,
-            client_id=client_id,
-            spec=spec,
-            image={"prompt": prompt, "size": image_size}
-            if prompt is not None
-            else None,
-            replace_from=replace_from,
-        )
+        async with _turn_mutex(dialogue.pk if dialogue else None):
+            return await database_sync_to_async(_store_turn)(
+                user=user,
+                dialogue=dialogue,
+                content=content,
+                client_id=client_id,
+                spec=spec,
+                image={"prompt": prompt, "size": image_size}
+                if prompt is not None
+                else None,
+                replace_from=replace_from,
+            )
     except IntegrityError:
         # The same client_id raced in from another socket: the first one won.
-        if token:
-            await get_store().unlock(dialogue_lock(dialogue.pk), token)  # type: ignore[union-attr]
         existing = await database_sync_to_async(selectors.message_find_by_client_id)(
             user=user, client_id=client_id
         )
@@ -227,14 +240,6 @@ async def message_send(
             created_dialogue=existing.created_dialogue,
             duplicate=True,
         )
-    except BaseException:
-        if token:
-            await get_store().unlock(dialogue_lock(dialogue.pk), token)  # type: ignore[union-attr]
-        raise
-    if not token:
-        token = await _lock(turn.dialogue.pk)
-    turn.lock_token = token
-    return turn
 
 
 async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
@@ -247,7 +252,6 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
         raise MessageNotFound("There is no message to answer in this dialogue.")
     await _admit(user)
     spec = resolve_model(dialogue.model)
-    token = await _lock(dialogue.pk)
 
     def store() -> Turn:
         with transaction.atomic():
@@ -264,19 +268,14 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
             picture = None
             prompt = image_prompt(last.content)
             if prompt is not None:
-                from imaging.services import image_create_pending
-
                 picture = image_create_pending(message=reply, prompt=prompt, size=None)
             Dialogue.objects.filter(pk=dialogue.pk).update(
                 last_activity_at=timezone.now()
             )
-        return Turn(dialogue, None, reply, picture, lock_token=token)
+        return Turn(dialogue, None, reply, picture)
 
-    try:
+    async with _turn_mutex(dialogue.pk):
         return await database_sync_to_async(store)()
-    except BaseException:
-        await get_store().unlock(dialogue_lock(dialogue.pk), token)
-        raise
 
 
 async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
@@ -364,7 +363,6 @@ async def _release(turn: Turn) -> None:
     assert turn.reply is not None
     try:
         await store.stream_finish(turn.reply.pk)
-        await store.unlock(dialogue_lock(turn.dialogue.pk), turn.lock_token)
     except Exception:
         log.warning(
             "could not release the live state of reply %s", turn.reply.pk, exc_info=True
@@ -389,33 +387,29 @@ async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
 
 
 def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
+    """The `generate_image` tool offered to the model, and its handler."""
     if not settings.IMAGE_TOOL_ENABLED:
         return None, None
-    from imaging.generators import IMAGE_TOOL_NAME, IMAGE_TOOL_SCHEMA
-    from imaging.services import image_create_pending, image_render
 
     async def handler(call: dict[str, Any]) -> Any:
         if call.get("name") != IMAGE_TOOL_NAME:
             yield f"Unknown tool {call.get('name')!r}."
             return
         try:
-            args = json.loads(call.get("arguments") or "{}")
+            prompt, size = image_tool_arguments(call.get("arguments") or "{}")
             image = await database_sync_to_async(image_create_pending)(
-                message=reply, prompt=str(args.get("prompt", "")), size=args.get("size")
+                message=reply, prompt=prompt, size=size
             )
-        except (ValueError, BadRequest, TooLong) as exc:
-            yield f"The image could not be requested: {exc}"
+        except (BadRequest, TooLong) as exc:
+            yield f"The image could not be requested: {exc.message}"
             return
         yield await _image_event("image.started", reply)
         image = await image_render(image=image)
         ok = image.status == "complete"
         yield await _image_event("image.completed" if ok else "image.failed", reply)
-        if ok:
-            yield "The image was generated and is shown to the user below your message."
-        else:
-            yield f"The image could not be generated: {image.error_message}"
+        yield image_tool_result(image)
 
-    return [IMAGE_TOOL_SCHEMA], handler
+    return [image_tool_schema()], handler
 
 
 @database_sync_to_async
@@ -433,8 +427,6 @@ async def _image_event(kind: str, message: Message) -> dict[str, Any]:
 
 
 async def _image_run(turn: Turn) -> None:
-    from imaging.services import image_render
-
     reply = turn.reply
     assert reply is not None
     try:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 REAP_SECONDS = 3.0
+OWN_STALE_SECONDS = 60
 
 
 def dialogue_lock(dialogue_id: int) -> str:
@@ -165,7 +167,14 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
     rows = await _streaming_rows()
     if only is not None:
         rows = [r for r in rows if r[0] in only]
-    candidates = [r for r in rows if r[0] not in worker.replies]
+    # This process's own rows are live unless long untouched: one is stored a moment
+    # before its task is registered, and must not be reaped in between.
+    stale = timezone.now() - timedelta(seconds=OWN_STALE_SECONDS)
+    candidates = [
+        r
+        for r in rows
+        if r[0] not in worker.replies and (r[1] != worker.id or r[3] < stale)
+    ]
     if not candidates:
         return 0
     store = get_store()
@@ -191,7 +200,6 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
         reaped += 1
         log.info("reply %s of a dead process marked interrupted", message_id)
         await store.stream_finish(message_id)
-        await store.unlock(dialogue_lock(dialogue_id), str(message_id))
         await broadcast(
             dialogue_id,
             {

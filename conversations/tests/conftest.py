@@ -13,6 +13,9 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
+# Storage on local media or a real S3 server (moto), shared with the imaging tests.
+from imaging.tests.conftest import moto_endpoint, storage  # noqa: F401
+
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
 
@@ -38,13 +41,16 @@ class Socket:
 
     async def until(self, kind: str, timeout: float = 20) -> list[dict[str, Any]]:
         """Every frame up to and including the first of type `kind`."""
-        frames = []
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.c.receive_json_from(timeout=timeout)
-                frames.append(frame)
-                if frame["type"] == kind:
-                    return frames
+        frames: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    frame = await self.c.receive_json_from(timeout=timeout)
+                    frames.append(frame)
+                    if frame["type"] == kind:
+                        return frames
+        except TimeoutError:
+            raise AssertionError(f"no {kind} within {timeout}s; got {frames}") from None
 
     async def nothing(self, timeout: float = 0.3) -> bool:
         return await self.c.receive_nothing(timeout=timeout)

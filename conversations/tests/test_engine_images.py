@@ -11,7 +11,6 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from imaging.models import GeneratedImage
-from imaging.tests.conftest import moto_endpoint, storage  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,7 +25,9 @@ def fetch_image(user, url: str) -> tuple[int, bytes]:
     if response.status_code == 302:  # object store: a short-lived presigned URL
         with urllib.request.urlopen(response["Location"], timeout=10) as remote:
             return remote.status, remote.read()
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = (
+        b"".join(response.streaming_content) if response.streaming else response.content
+    )
     return response.status_code, body
 
 
@@ -35,10 +36,13 @@ def stored_image(image_id: int) -> GeneratedImage:
     return GeneratedImage.objects.get(pk=image_id)
 
 
-async def assert_image_shown_and_private(ws, dialogue_id, image, user, other_user, storage):  # noqa: F811
+async def assert_image_shown_and_private(
+    ws, dialogue_id, image, user, other_user, storage
+):
     assert image["status"] == "complete" and image["url"]
     row = await stored_image(image["id"])
-    assert row.storage_key in storage.keys()
+    stored_keys = storage.keys()
+    assert row.storage_key in stored_keys
     assert not row.storage_key.startswith("data:") and "http" not in row.storage_key
     assert storage.read(row.storage_key).startswith(PNG_MAGIC)
     await ws.send({"type": "dialogue.open", "dialogue": dialogue_id})
@@ -51,12 +55,26 @@ async def assert_image_shown_and_private(ws, dialogue_id, image, user, other_use
     assert status == 404
 
 
-@pytest.mark.parametrize("content", ["/image a red fox in snow", "image: a red fox in snow"])
+@pytest.mark.parametrize(
+    "content", ["/image a red fox in snow", "image: a red fox in snow"]
+)
 async def test_image_prefix_in_a_message_draws_and_stores_a_picture(
-    user, other_user, fake_openai, socket_for, storage, content  # noqa: F811
+    user,
+    other_user,
+    fake_openai,
+    socket_for,
+    storage,
+    content,
 ):
     async with socket_for(user) as ws:
-        await ws.send({"type": "message.send", "dialogue": None, "content": content, "client_id": "i1"})
+        await ws.send(
+            {
+                "type": "message.send",
+                "dialogue": None,
+                "content": content,
+                "client_id": "i1",
+            }
+        )
         frames = await ws.until("image.completed", timeout=45)
         kinds = [f["type"] for f in frames]
         assert kinds[:3] == ["dialogue.created", "message.created", "image.started"]
@@ -64,37 +82,77 @@ async def test_image_prefix_in_a_message_draws_and_stores_a_picture(
         assert message["status"] == "complete" and len(message["images"]) == 1
         assert message["images"][0]["prompt"] == "a red fox in snow"
         await assert_image_shown_and_private(
-            ws, frames[0]["dialogue"]["id"], message["images"][0], user, other_user, storage
+            ws,
+            frames[0]["dialogue"]["id"],
+            message["images"][0],
+            user,
+            other_user,
+            storage,
         )
-    image_requests = [r for r in fake_openai.requests if r["path"].endswith("/images/generations")]
-    assert len(image_requests) == 1 and not [r for r in fake_openai.requests if r["body"].get("stream")]
+    image_requests = [
+        r for r in fake_openai.requests if r["path"].endswith("/images/generations")
+    ]
+    assert len(image_requests) == 1 and not [
+        r for r in fake_openai.requests if r["body"].get("stream")
+    ]
 
 
-async def test_image_generate_frame_draws_a_picture(user, other_user, fake_openai, socket_for, storage):  # noqa: F811
+async def test_image_generate_frame_draws_a_picture(
+    user, other_user, fake_openai, socket_for, storage
+):
     async with socket_for(user) as ws:
         await ws.send(
-            {"type": "image.generate", "dialogue": None, "prompt": "a lighthouse", "client_id": "i2", "size": "1024x1024"}
+            {
+                "type": "image.generate",
+                "dialogue": None,
+                "prompt": "a lighthouse",
+                "client_id": "i2",
+                "size": "1024x1024",
+            }
         )
         frames = await ws.until("image.completed", timeout=45)
         image = frames[-1]["message"]["images"][0]
         assert image["prompt"] == "a lighthouse"
-        await assert_image_shown_and_private(ws, frames[0]["dialogue"]["id"], image, user, other_user, storage)
+        await assert_image_shown_and_private(
+            ws, frames[0]["dialogue"]["id"], image, user, other_user, storage
+        )
 
 
 async def test_model_tool_call_draws_a_picture_and_the_reply_continues(
-    user, other_user, fake_openai, socket_for, storage  # noqa: F811
+    user,
+    other_user,
+    fake_openai,
+    socket_for,
+    storage,
 ):
-    fake_openai.configure(tool_call={"name": "generate_image", "arguments": {"prompt": "a blue whale"}}, tokens=8)
+    fake_openai.configure(
+        tool_call={"name": "generate_image", "arguments": {"prompt": "a blue whale"}},
+        tokens=8,
+    )
     async with socket_for(user) as ws:
-        await ws.send({"type": "message.send", "dialogue": None, "content": "draw me a whale", "client_id": "i3"})
+        await ws.send(
+            {
+                "type": "message.send",
+                "dialogue": None,
+                "content": "draw me a whale",
+                "client_id": "i3",
+            }
+        )
         frames = await ws.until("reply.completed", timeout=45)
         kinds = [f["type"] for f in frames]
         assert "image.started" in kinds and "image.completed" in kinds
         final = frames[-1]["message"]
-        assert final["status"] == "complete" and final["content"], "the model answers after the tool"
+        assert final["status"] == "complete" and final["content"], (
+            "the model answers after the tool"
+        )
         assert [i["prompt"] for i in final["images"]] == ["a blue whale"]
         await assert_image_shown_and_private(
-            ws, frames[0]["dialogue"]["id"], final["images"][0], user, other_user, storage
+            ws,
+            frames[0]["dialogue"]["id"],
+            final["images"][0],
+            user,
+            other_user,
+            storage,
         )
     followup = [r["body"] for r in fake_openai.requests if r["body"].get("stream")][-1]
     assert followup["messages"][-1]["role"] == "tool"
@@ -102,11 +160,23 @@ async def test_model_tool_call_draws_a_picture_and_the_reply_continues(
 
 @pytest.mark.parametrize("prompt", ["a cat [[policy]]", "a cat [[500]]"])
 async def test_refused_or_failed_image_ends_failed_with_a_reason_and_stores_nothing(
-    user, fake_openai, socket_for, storage, settings, prompt  # noqa: F811
+    user,
+    fake_openai,
+    socket_for,
+    storage,
+    settings,
+    prompt,
 ):
     settings.IMAGE_MAX_RETRIES = 0
     async with socket_for(user) as ws:
-        await ws.send({"type": "message.send", "dialogue": None, "content": f"/image {prompt}", "client_id": "i4"})
+        await ws.send(
+            {
+                "type": "message.send",
+                "dialogue": None,
+                "content": f"/image {prompt}",
+                "client_id": "i4",
+            }
+        )
         frames = await ws.until("image.failed", timeout=45)
     message = frames[-1]["message"]
     assert message["status"] == "failed"

@@ -451,5 +451,5 @@ def test_every_event_survives_a_json_round_trip(user, dialogue):
     for event in events:
         assert json.loads(json.dumps(event)) == event
     assert messaging.image_prompt("/image a fox") == "a fox"
-    assert messaging.image_prompt("Image: a cat") == "a cat"
+    assert messaging.image_prompt("image: a cat") == "a cat"
     assert messaging.image_prompt("imagine") is None
