@@ -12,3 +12,55 @@ from chatsite.settings import DATABASES
 
 if os.environ.get("BENCH_CONN_HEALTH_CHECKS", "").lower() == "false":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+
+if os.environ.get("BENCH_DB_THREADS"):
+    # Run database_sync_to_async calls on a pool of threads (each with its own
+    # connection) instead of asgiref's single thread-sensitive one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    import channels.db
+
+    _pool = ThreadPoolExecutor(
+        max_workers=int(os.environ["BENCH_DB_THREADS"]), thread_name_prefix="db"
+    )
+
+    class _PooledDatabaseSyncToAsync(channels.db.DatabaseSyncToAsync):
+        def __init__(self, func, thread_sensitive=True, executor=None):
+            super().__init__(func, thread_sensitive=False, executor=_pool)
+
+    def _pooled(func=None, *, thread_sensitive=True, executor=None):
+        if func is None:
+            return lambda f: _PooledDatabaseSyncToAsync(f)
+        return _PooledDatabaseSyncToAsync(func)
+
+    channels.db.database_sync_to_async = _pooled
+
+if os.environ.get("BENCH_REAPER_OWN_ALIVE", "").lower() == "true":
+    # The proposed reaper fix: this process's own replies are never reaped.
+    def _patch_reaper() -> None:
+        from conversations.live import RedisStore
+
+        original = RedisStore.alive
+
+        async def alive(self, owners):
+            from conversations.services.workers import get_worker
+
+            return set(await original(self, owners)) | {get_worker().id}
+
+        RedisStore.alive = alive
+
+    import django.apps
+
+    _populate = django.apps.apps.populate
+
+    def populate(installed_apps=None):
+        _populate(installed_apps)
+        _patch_reaper()
+
+    django.apps.apps.populate = populate
+
+if os.environ.get("BENCH_AIOHTTP", "").lower() == "true":
+    # The SDK's aiohttp transport instead of its default httpx2 one.
+    import openai
+
+    openai.DefaultAsyncHttpxClient = openai.DefaultAioHttpClient
