@@ -83,9 +83,8 @@ def _with_any_close_code(send: Send) -> Send:
     and 3000-4999, so 1009 (too big) and 1012 (restart) would never reach the client.
     Those go out through the protocol's `sendCloseFrame` instead.
     """
-    protocol = getattr(send, "args", (None,))[
-        0
-    ]  # daphne: partial(handle_reply, protocol)
+    # daphne's send is partial(Server.handle_reply, protocol).
+    protocol = getattr(send, "args", (None,))[0]
     if not hasattr(protocol, "sendCloseFrame"):
         return send
 
