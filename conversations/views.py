@@ -1,12 +1,19 @@
 """HTML pages: the chat page and sign-up. JSON endpoints live in `api_views`."""
 
+from typing import Any
+
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from .exceptions import DialogueNotFound
 from .forms import SignUpForm
+from .models import Message
+from .rendering import render_markdown
+from .selectors import dialogue_get_for_user, message_page
+from .serializers import image_dict
 
 
 @require_http_methods(["GET", "POST"])
@@ -24,3 +31,35 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 def chat(request: HttpRequest) -> HttpResponse:
     return render(request, "chat.html")
+
+
+@login_required
+def chat_dialogue(request: HttpRequest, dialogue_id: int) -> HttpResponse:
+    """The chat page with one dialogue open, its newest page rendered on the server.
+
+    The transcript is readable before the websocket connects (and without
+    JavaScript); the page's script then replaces it with the live state. Someone
+    else's dialogue is a 404 exactly like a missing one.
+    """
+    try:
+        dialogue = dialogue_get_for_user(dialogue_id=dialogue_id, user=request.user)
+    except DialogueNotFound:
+        raise Http404 from None
+    messages, has_more = message_page(dialogue=dialogue)
+    context = {
+        "dialogue": dialogue,
+        "first_paint": [_first_paint(m) for m in messages if not m.replaced],
+        "has_more": has_more,
+    }
+    return render(request, "chat.html", context)
+
+
+def _first_paint(message: Message) -> dict[str, Any]:
+    """What the message template needs: user text stays plain, replies are Markdown."""
+    assistant = message.role == Message.Role.ASSISTANT
+    return {
+        "message": message,
+        "assistant": assistant,
+        "html": render_markdown(message.content) if assistant else None,
+        "images": [image_dict(i) for i in message.images.all()],
+    }

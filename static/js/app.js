@@ -2,9 +2,12 @@
 // frames (shared/protocol.md) to it and renders the open dialogue. Only a streaming
 // reply re-renders, at most once per animation frame.
 import { ApiError } from "./api.js";
+import { firstPaintTitle, showsFirstPaint } from "./firstpaint.js";
 import { _, fmt, longTime } from "./i18n.js";
 import { MessageView } from "./messages.js";
 import { Outbox, newClientId } from "./outbox.js";
+import { ReportDialog } from "./report.js";
+import { dialogueFromLocation, showInUrl } from "./route.js";
 import { SettingsPanel } from "./settings.js";
 import { Sidebar, dialogueTitle } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
@@ -100,9 +103,7 @@ function openDialogue(id, { replace = false } = {}) {
   current = key(id);
   editing = null;
   setEditing(null);
-  const url = new URL(location.href);
-  url.searchParams.set("d", current);
-  history[replace ? "replaceState" : "pushState"]({ d: current }, "", url);
+  showInUrl(current, { replace });
   sidebar.setActive(current);
   showTitle();
   follow = true;
@@ -114,9 +115,7 @@ function openDialogue(id, { replace = false } = {}) {
 function newDialogue() {
   current = null;
   setEditing(null);
-  const url = new URL(location.href);
-  url.searchParams.delete("d");
-  history.pushState({ d: null }, "", url);
+  showInUrl(null);
   sidebar.setActive(null);
   showTitle();
   renderPane();
@@ -141,7 +140,7 @@ function requestOpen(id) {
 
 function showTitle() {
   const dialogue = current ? sidebar.get(current) : null;
-  const title = current ? dialogueTitle(dialogue) : _("New dialogue");
+  const title = current ? (dialogue ? dialogueTitle(dialogue) : firstPaintTitle(current) || dialogueTitle(null)) : _("New dialogue");
   titleEl.textContent = title;
   document.title = `${title} · chatsite`;
   messagesEl.dataset.dialogueId = current || "";
@@ -284,9 +283,7 @@ const handlers = {
       outbox.write();
       if (current === null) {
         current = id;
-        const url = new URL(location.href);
-        url.searchParams.set("d", id);
-        history.replaceState({ d: id }, "", url);
+        showInUrl(id, { replace: true });
         sidebar.setActive(id);
         showTitle();
         renderPane();
@@ -718,6 +715,8 @@ listEl.addEventListener("click", async (e) => {
     await copyText(m.content, button);
   } else if (action === "retry" || action === "regenerate") {
     regenerate();
+  } else if (action === "report" && m) {
+    reports.open(m);
   } else if (action === "edit" && m) {
     setEditing(m.id);
     input.value = m.content;
@@ -767,26 +766,26 @@ document.addEventListener("keydown", (e) => {
 });
 
 window.addEventListener("popstate", () => {
-  const d = new URLSearchParams(location.search).get("d");
+  const d = dialogueFromLocation();
   if (d) openDialogue(d, { replace: true });
   else newDialogue();
 });
 
 // --- Start ---------------------------------------------------------------------------
 
-const initial = new URLSearchParams(location.search).get("d");
-if (initial) {
-  current = key(initial);
-  conv(current);
-  showTitle();
-}
+const reports = new ReportDialog();
+current = dialogueFromLocation(); // a string id, as key() makes them, or null
+showInUrl(current, { replace: true });
+showTitle();
 for (const entry of outbox.entries) {
   // Sends queued before a reload show at once, marked until the server has them.
   if (entry.dialogue === null ? current === null : key(entry.dialogue) === current) {
     conv(current).messages.push({ ...pendingMessage(entry), pending: "queued" });
   }
 }
-renderPane();
+// The server's transcript stays until dialogue.state replaces it; queued sends follow it.
+if (showsFirstPaint(current)) for (const m of conv(current).messages) listEl.appendChild(viewFor(m).el);
+else renderPane();
 sidebar.setActive(current);
 sidebar.loadMore().then(showTitle);
 socket.connect();

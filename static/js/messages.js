@@ -3,6 +3,7 @@
 // shown as typed (plain text, never HTML).
 import { _, longTime, shortTime } from "./i18n.js";
 import { StreamRenderer } from "./markdown.js";
+import { applyReportState } from "./report.js";
 
 const STATE_LABELS = {
   streaming: () => _("Writing…"),
@@ -63,6 +64,7 @@ export class MessageView {
       this.body.textContent = message.content;
     }
     this.renderImages(message.images || []);
+    applyReportState(el, message);
   }
 
   /** Render the assistant text now (called at most once per animation frame). */

@@ -2,6 +2,7 @@
 // searchable, with inline rename, pin, export and delete (after confirmation).
 import { api } from "./api.js";
 import { _ } from "./i18n.js";
+import { dialogueUrl } from "./route.js";
 
 export function dialogueTitle(dialogue) {
   return (dialogue && dialogue.title) || _("New dialogue");
@@ -108,7 +109,7 @@ export class Sidebar {
       this.items.set(String(dialogue.id), li);
     }
     const link = li.querySelector(".dlg-link");
-    link.href = `?d=${encodeURIComponent(dialogue.id)}`;
+    link.href = dialogueUrl(dialogue.id);
     li.querySelector(".dlg-title").textContent = dialogueTitle(merged);
     li.querySelector(".dlg-menu-button").title = dialogueTitle(merged);
     li.querySelector('[data-action="export-md"]').href = `/api/dialogues/${dialogue.id}/export.md`;

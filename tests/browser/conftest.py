@@ -100,6 +100,20 @@ def wait_online(page) -> None:
     page.wait_for_selector("#conn-state[data-state=open]", timeout=15000)
 
 
+def wait_hydrated(page) -> None:
+    """Online, and the server's first paint (if any) replaced by the live state."""
+    wait_online(page)
+    page.wait_for_function(
+        "() => !document.querySelector('.msg[data-first-paint]')"
+        " && document.getElementById('messages').dataset.loading !== 'true'"
+    )
+
+
+def reload(page) -> None:
+    page.reload()
+    wait_hydrated(page)
+
+
 def send(page, text: str) -> None:
     page.fill("#composer-input", text)
     page.keyboard.press("Enter")

@@ -10,7 +10,7 @@ from conftest import PASSWORD
 from conversations.models import Dialogue, Message
 from tests.factories import UserFactory
 
-from .conftest import log_in, reply_text, send, wait_online
+from .conftest import log_in, reload, reply_text, send, wait_online
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -45,7 +45,7 @@ def test_sign_up_log_in_send_see_it_stream_and_stored_after_reload(page, site, c
     assert page.locator("#stop-button").is_hidden()
 
     # and after a reload it is still there, stored
-    page.reload()
+    reload(page)
     page.wait_for_selector(".msg-assistant[data-status=complete]")
     assert reply_text(page) == tokens(60)
     assert page.inner_text(".msg-user .msg-body") == "Hello [[fake tokens=60 tps=40]]"
@@ -63,7 +63,7 @@ def test_switching_dialogues_mid_stream_and_back_shows_the_whole_reply(page, sit
     log_in(page, site, user.username)
     send(page, "First [[fake tokens=5]]")
     page.wait_for_selector(".msg-assistant[data-status=complete]")
-    first_url = page.url
+    first_path = page.evaluate("() => location.pathname")
 
     # and a second dialogue whose reply is streaming
     page.click("#new-dialogue")
@@ -71,15 +71,15 @@ def test_switching_dialogues_mid_stream_and_back_shows_the_whole_reply(page, sit
     page.wait_for_function(
         "() => (document.querySelector('.msg-assistant .msg-body')?.innerText || '').includes('tok10')"
     )
-    second_url = page.url
+    second_path = page.evaluate("() => location.pathname")
 
     # when the user switches to the first dialogue mid-stream and back
-    page.click(f".dlg-link[href='?{first_url.split('?')[1]}']")
+    page.click(f".dlg-link[href='{first_path}']")
     page.wait_for_function(
         "() => document.querySelector('.msg-user .msg-body')?.innerText.startsWith('First')"
     )
     page.wait_for_timeout(500)
-    page.click(f".dlg-link[href='?{second_url.split('?')[1]}']")
+    page.click(f".dlg-link[href='{second_path}']")
 
     # then the reply is there and ends complete with exactly the upstream text
     page.wait_for_function(
@@ -98,7 +98,7 @@ def test_reload_mid_stream_resumes_and_ends_with_the_upstream_text(page, site):
         "() => (document.querySelector('.msg-assistant .msg-body')?.innerText || '').includes('tok10')"
     )
 
-    page.reload()
+    reload(page)
 
     page.wait_for_selector(".msg-assistant")
     page.wait_for_selector(".msg-assistant[data-status=complete]", timeout=15000)
@@ -179,7 +179,7 @@ def test_escape_stops_and_regenerate_and_edit_work(page, site):
     page.wait_for_selector(".msg-assistant[data-status=stopped]", timeout=10000)
 
     # and the reload shows the same, replaced turns hidden
-    page.reload()
+    reload(page)
     page.wait_for_selector(".msg-assistant[data-status=stopped]")
     assert page.locator(".msg-user:not(.d-none)").count() == 2
 
@@ -209,7 +209,7 @@ def test_message_typed_offline_is_sent_once_when_back(page, site):
         Message.objects.filter(content="Sent while offline [[fake tokens=4]]").count()
         == 1
     )
-    page.reload()
+    reload(page)
     page.wait_for_function(
         "() => document.querySelectorAll('.msg-assistant[data-status=complete]').length === 2"
     )

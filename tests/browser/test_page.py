@@ -9,7 +9,7 @@ from conftest import PASSWORD
 from conversations.models import Dialogue
 from tests.factories import DialogueFactory, UserFactory
 
-from .conftest import log_in, send, wait_online
+from .conftest import log_in, reload, send, wait_online
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -129,7 +129,7 @@ def test_language_switch_theme_toggle_and_help_dialog(page, site):
     page.click(".sidebar .js-theme-toggle")
     after = page.get_attribute("html", "data-bs-theme")
     assert {before, after} == {"light", "dark"}
-    page.reload()
+    reload(page)
     assert page.get_attribute("html", "data-bs-theme") == after
 
     # switching to Chinese translates the page and the script strings

@@ -66,7 +66,7 @@ def test_a_1000_message_dialogue_opens_in_under_a_second(page, site):
     )
     log_in(page, site, user.username)
 
-    page.click(f".dlg-link[href='?d={dialogue.pk}']")
+    page.click(f".dlg-link[href='/d/{dialogue.pk}/']")
 
     page.wait_for_function(
         "() => document.getElementById('messages').dataset.openMs !== undefined"

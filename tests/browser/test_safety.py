@@ -9,7 +9,7 @@ import pytest
 from conftest import PASSWORD
 from tests.factories import UserFactory
 
-from .conftest import log_in, send
+from .conftest import log_in, reload, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -92,7 +92,7 @@ def test_hostile_model_output_runs_nothing_and_loads_nothing_remote(
     assert page.locator(".msg-assistant .code-block").count() == 1
 
     # and after a reload too; clicking the would-be javascript link does nothing
-    page.reload()
+    reload(page)
     page.wait_for_selector(".msg-assistant[data-status=complete]")
     assert_nothing_ran(page, console, dialogs, requests, site.url)
     for link in page.locator(".msg-assistant .msg-body a").all():
