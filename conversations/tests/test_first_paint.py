@@ -165,3 +165,16 @@ def test_a_1000_message_dialogue_renders_its_newest_page_in_few_queries(
     assert html.index("Question 998?") < html.index("<strong>999</strong>")
     assert "Question 0?" not in html
     assert 'data-has-more="true"' in html
+
+
+def test_the_painted_page_speaks_the_browsers_language(client, user, dialogue):
+    MessageFactory(dialogue=dialogue, role=Message.Role.ASSISTANT, content="Hi")
+    client.force_login(user)
+
+    response = client.get(
+        reverse("chat-dialogue", args=[dialogue.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
+
+    html = response.content.decode()
+    assert "助手" in html  # the painted reply's role
+    assert "举报此回复" in html  # the report dialog
