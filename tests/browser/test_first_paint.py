@@ -117,6 +117,8 @@ def test_the_address_follows_the_open_dialogue(page, site):
     page.goto(f"{site.url}/d/{first.pk}/")
     wait_hydrated(page)
 
+    page.evaluate("() => { window.__samePage = true; }")
+
     # when the user switches to the other one in the sidebar
     page.click(f".dlg-link[href='/d/{second.pk}/']")
 
@@ -133,6 +135,7 @@ def test_the_address_follows_the_open_dialogue(page, site):
         "() => document.querySelector('.msg-user .msg-body')?.innerText === 'First question 0'"
     )
     assert page.inner_text("#dialogue-title") == "First"
+    assert page.evaluate("() => window.__samePage") is True  # no page load
 
     # and a reload reopens the same dialogue, each message once
     reload(page)
@@ -156,3 +159,28 @@ def test_an_old_query_link_lands_on_the_dialogue_address(page, site):
 
     assert page.url == f"{site.url}/d/{dialogue.pk}/"
     assert page.inner_text(".msg-user .msg-body") == "Legacy question 0"
+
+
+def test_the_server_transcript_shows_while_the_socket_has_said_nothing(page, site):
+    # given a dialogue, and a socket that connects but never answers
+    user = UserFactory(password=PASSWORD)
+    dialogue = make_dialogue(user, "Quiet", 2)
+    log_in(page, site, user.username)
+    sent: list[str] = []
+    page.route_web_socket(
+        re.compile(r".*/ws/chat/"), lambda ws: ws.on_message(lambda m: sent.append(m))
+    )
+
+    # when the deep link is opened
+    page.goto(f"{site.url}/d/{dialogue.pk}/")
+    page.wait_for_function(
+        "() => document.getElementById('messages').dataset.loading === 'true'"
+    )
+
+    # then the server's render is on screen, scrolled to the newest, while the page
+    # waits for the dialogue's state
+    assert any('"dialogue.open"' in frame for frame in sent)
+    assert page.locator("#message-list .msg[data-first-paint]").count() == 4
+    assert page.locator("#empty-state").is_hidden()
+    assert page.inner_text("#dialogue-title") == "Quiet"
+    assert page.inner_text(".msg-assistant .msg-body strong >> nth=-1") == "answer 1"
