@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -21,7 +22,7 @@ BASE_DIR = Path(__file__).resolve().parent
 # Live keys in Redis are per test run: ids restart with each test database, and a
 # stale key from an earlier run must not look like a reply in flight. Daphne
 # subprocesses inherit it, so they share the run's namespace.
-os.environ.setdefault("CHAT_LIVE_PREFIX", f"test{os.getpid()}")
+os.environ.setdefault("CHAT_LIVE_PREFIX", f"test-{uuid.uuid4().hex[:12]}")
 PASSWORD = "correct-horse-battery-42"
 
 

@@ -195,12 +195,9 @@ class RedisStore:
         await self.r.eval(_APPEND, 1, f"{self.p}:s:{message_id}", delta, seq)
 
     async def stream_finish(self, message_id: int) -> None:
-        key = f"{self.p}:s:{message_id}"
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, "d", 1)
-            pipe.expire(key, FINISHED_TTL)
-            pipe.expire(f"{key}:t", FINISHED_TTL)
-            await pipe.execute()
+        # Only a stream that started is marked done: never create a key for one that
+        # didn't (ids can come back, e.g. in a fresh test database).
+        await self.r.eval(_FINISH, 1, f"{self.p}:s:{message_id}", FINISHED_TTL)
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
         key = f"{self.p}:s:{message_id}"
@@ -253,6 +250,13 @@ class RedisStore:
 _APPEND = """
 redis.call('hset', KEYS[1], 'q', ARGV[2])
 return redis.call('append', KEYS[1] .. ':t', ARGV[1])
+"""
+
+_FINISH = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], 'd', 1)
+redis.call('expire', KEYS[1], ARGV[1])
+return redis.call('expire', KEYS[1] .. ':t', ARGV[1])
 """
 
 _store: LiveStore | None = None

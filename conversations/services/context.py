@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from django.db.models import Q
 
+from ..asyncdb import db_async
 from ..catalog import ModelSpec
 from ..models import Dialogue, Message
 from ..tokens import (
@@ -312,7 +312,7 @@ async def context_build(
     Asks the model for a summary only when the window overflows past the checkpoint;
     if that fails, the oldest turns are dropped and the report says so.
     """
-    plan = await database_sync_to_async(_plan)(dialogue, model, upto_message_id)
+    plan = await db_async(_plan)(dialogue, model, upto_message_id)
     if not plan.overflow:
         return _result(plan, plan.window, plan.summary)
     if not plan.to_summarise:
@@ -335,7 +335,7 @@ async def context_build(
         )
         return _result(plan, plan.window, plan.summary, summary_failed=True)
     summary, _ = truncate_middle(summary, reserve, model=model.name)
-    await database_sync_to_async(_save_checkpoint)(
+    await db_async(_save_checkpoint)(
         dialogue, summary, plan.to_summarise[0].id, model.name
     )
     return _result(plan, kept, summary, summary_refreshed=True)

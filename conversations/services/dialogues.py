@@ -9,12 +9,12 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
 from ..exceptions import BadRequest
 from ..models import Dialogue, Message, Preset
@@ -192,7 +192,7 @@ async def title_autoname(
     a title was saved (broadcast `dialogue.updated` with it), else None."""
     if dialogue.title or dialogue.title_set_by_user:
         return None
-    first = await database_sync_to_async(_first_user_text)(dialogue)
+    first = await db_async(_first_user_text)(dialogue)
     if not first or not first.strip():
         return None
     name = model.name if isinstance(model, ModelSpec) else model
@@ -212,7 +212,7 @@ async def title_autoname(
             "title for dialogue %s from the model failed", dialogue.pk, exc_info=True
         )
     title = title or title_from_text(first) or "New conversation"
-    return await database_sync_to_async(_save_auto_title)(dialogue, title)
+    return await db_async(_save_auto_title)(dialogue, title)
 
 
 # --- Exports -----------------------------------------------------------------------

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -29,6 +28,7 @@ from imaging.services import (
 )
 
 from .. import selectors
+from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
 from ..exceptions import (
     BadRequest,
@@ -92,7 +92,7 @@ async def _admit(user: Any) -> None:
             f"You are sending messages too fast. Try again in {retry} seconds.",
             retry_after=retry,
         )
-    await database_sync_to_async(quota_check)(user=user)
+    await db_async(quota_check)(user=user)
 
 
 @contextlib.asynccontextmanager
@@ -184,7 +184,7 @@ async def message_send(
     with `duplicate=True` (protocol guarantee 4).
     """
     _check_length(content)
-    existing = await database_sync_to_async(selectors.message_find_by_client_id)(
+    existing = await db_async(selectors.message_find_by_client_id)(
         user=user, client_id=client_id
     )
     if existing is not None:
@@ -199,7 +199,7 @@ async def message_send(
         content = f"/image {prompt}"
     dialogue = None
     if dialogue_id is not None:
-        dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+        dialogue = await db_async(selectors.dialogue_get_for_user)(
             dialogue_id=dialogue_id, user=user
         )
     spec = resolve_model(model or (dialogue.model if dialogue else None))
@@ -207,16 +207,14 @@ async def message_send(
     if replace_last:
         if dialogue is None:
             raise BadRequest("Nothing to edit in a new dialogue.")
-        last = await database_sync_to_async(selectors.message_last_user)(
-            dialogue=dialogue
-        )
+        last = await db_async(selectors.message_last_user)(dialogue=dialogue)
         if last is None:
             raise MessageNotFound("There is no message to edit in this dialogue.")
         replace_from = last.pk
     await _admit(user)
     try:
         async with _turn_mutex(dialogue.pk if dialogue else None):
-            return await database_sync_to_async(_store_turn)(
+            return await db_async(_store_turn)(
                 user=user,
                 dialogue=dialogue,
                 content=content,
@@ -229,7 +227,7 @@ async def message_send(
             )
     except IntegrityError:
         # The same client_id raced in from another socket: the first one won.
-        existing = await database_sync_to_async(selectors.message_find_by_client_id)(
+        existing = await db_async(selectors.message_find_by_client_id)(
             user=user, client_id=client_id
         )
         if existing is None:
@@ -244,10 +242,10 @@ async def message_send(
 
 async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
     """Answer the last user message again; earlier answers to it stay, marked replaced."""
-    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+    dialogue = await db_async(selectors.dialogue_get_for_user)(
         dialogue_id=dialogue_id, user=user
     )
-    last = await database_sync_to_async(selectors.message_last_user)(dialogue=dialogue)
+    last = await db_async(selectors.message_last_user)(dialogue=dialogue)
     if last is None:
         raise MessageNotFound("There is no message to answer in this dialogue.")
     await _admit(user)
@@ -275,7 +273,7 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
         return Turn(dialogue, None, reply, picture)
 
     async with _turn_mutex(dialogue.pk):
-        return await database_sync_to_async(store)()
+        return await db_async(store)()
 
 
 async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
@@ -397,7 +395,7 @@ def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
             return
         try:
             prompt, size = image_tool_arguments(call.get("arguments") or "{}")
-            image = await database_sync_to_async(image_create_pending)(
+            image = await db_async(image_create_pending)(
                 message=reply, prompt=prompt, size=size
             )
         except (BadRequest, TooLong) as exc:
@@ -412,7 +410,7 @@ def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
     return [image_tool_schema()], handler
 
 
-@database_sync_to_async
+@db_async
 def _reload(message: Message) -> Message:
     return Message.objects.prefetch_related("images").get(pk=message.pk)
 
@@ -452,7 +450,7 @@ async def _image_run(turn: Turn) -> None:
                 if ok:
                     usage_record_image(user=reply.user)
 
-        await database_sync_to_async(finish)()
+        await db_async(finish)()
         await broadcast(
             turn.dialogue.pk,
             await _image_event("image.completed" if ok else "image.failed", reply),
@@ -475,25 +473,26 @@ async def dialogue_open(
     """
     from .workers import replies_reap
 
-    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+    dialogue = await db_async(selectors.dialogue_get_for_user)(
         dialogue_id=dialogue_id, user=user
     )
     await subscribe(dialogue.pk)
-    messages, has_more = await database_sync_to_async(selectors.message_page)(
-        dialogue=dialogue
-    )
+    messages, has_more = await db_async(selectors.message_page)(dialogue=dialogue)
     floors: dict[int, int] = {}
     store = get_store()
     for i, message in enumerate(messages):
         if message.status != Message.Status.STREAMING:
             continue
         snap = await store.snapshot(message.pk)
-        if snap is None and await replies_reap(worker=get_worker(), only=[message.pk]):
-            snap = None
+        if snap is None or snap.done:
+            # Finished since the page was read, or no live state: its process may be
+            # gone (reap it now) or a reaper got there first. The row is the truth.
             message = messages[i] = await _reload(message)
-        elif snap is not None and snap.done:
-            message = messages[i] = await _reload(message)
-        elif snap is not None:
+            if message.status == Message.Status.STREAMING and await replies_reap(
+                worker=get_worker(), only=[message.pk]
+            ):
+                message = messages[i] = await _reload(message)
+        else:
             message.content, message.seq = snap.text, snap.seq
         floors[message.pk] = message.seq
     return {
@@ -509,10 +508,10 @@ async def dialogue_history(
 ) -> dict[str, Any]:
     if not isinstance(before, int) or isinstance(before, bool):
         raise BadRequest("`before` must be a message id (an integer).")
-    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+    dialogue = await db_async(selectors.dialogue_get_for_user)(
         dialogue_id=dialogue_id, user=user
     )
-    messages, has_more = await database_sync_to_async(selectors.message_page)(
+    messages, has_more = await db_async(selectors.message_page)(
         dialogue=dialogue, before=before
     )
     return {
@@ -523,7 +522,7 @@ async def dialogue_history(
     }
 
 
-@database_sync_to_async
+@db_async
 def _streaming_reply_id(dialogue: Dialogue) -> int | None:
     return (
         Message.objects.filter(dialogue=dialogue, status=Message.Status.STREAMING)
@@ -534,7 +533,7 @@ def _streaming_reply_id(dialogue: Dialogue) -> int | None:
 
 async def reply_stop(*, user: Any, dialogue_id: Any, seq: int | None) -> bool:
     """Stop the reply in flight in the dialogue (on whichever process); False if none."""
-    dialogue = await database_sync_to_async(selectors.dialogue_get_for_user)(
+    dialogue = await db_async(selectors.dialogue_get_for_user)(
         dialogue_id=dialogue_id, user=user
     )
     message_id = await _streaming_reply_id(dialogue)

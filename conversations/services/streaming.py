@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from ..asyncdb import db_async
 from ..exceptions import LLMError
 from ..llm import ChatLLM, LLMChunk
 from ..models import Message
@@ -80,7 +80,7 @@ async def _pump(source: AsyncIterator[LLMChunk], queue: asyncio.Queue[Any]) -> N
         queue.put_nowait(_END)
 
 
-@database_sync_to_async
+@db_async
 def _checkpoint(message_id: int, text: str, seq: int) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=text, seq=seq, updated_at=timezone.now()
@@ -107,7 +107,7 @@ async def _finish(message: Message, fields: dict[str, Any]) -> Message:
     deadline = time.monotonic() + settings.CHAT_FINAL_SAVE_RETRY_SECONDS
     while True:
         try:
-            return await database_sync_to_async(_finish_sync)(message, fields)
+            return await db_async(_finish_sync)(message, fields)
         except DatabaseError:
             if time.monotonic() >= deadline:
                 raise

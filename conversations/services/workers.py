@@ -11,11 +11,11 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.utils import timezone
 
+from ..asyncdb import db_async, install_pool
 from ..live import broadcast, get_store
 from ..models import Message
 from ..serializers import message_dict
@@ -48,6 +48,7 @@ class Worker:
         # A new event loop (tests run one per test) gets fresh background tasks.
         self._loop = loop
         self.replies = {}
+        install_pool()
         store = get_store()
         await store.heartbeat(self.id)
         layer = get_channel_layer()
@@ -133,7 +134,7 @@ def get_worker() -> Worker:
     return _worker
 
 
-@database_sync_to_async
+@db_async
 def _streaming_rows() -> list[tuple[int, str, int, Any]]:
     return list(
         Message.objects.filter(status=Message.Status.STREAMING).values_list(
@@ -142,7 +143,7 @@ def _streaming_rows() -> list[tuple[int, str, int, Any]]:
     )
 
 
-@database_sync_to_async
+@db_async
 def _mark_interrupted(
     message_id: int, text: str | None, seq: int | None
 ) -> Message | None:

@@ -285,11 +285,14 @@ async def test_edit_replaces_the_last_turn(user, fake_openai, socket_for):
         )
         edited = await ws.until("reply.completed")
     created = next(f for f in edited if f["type"] == "message.created")
-    assert created["message"]["content"] == "second wording"
+    summary = [
+        (f["type"], (f.get("message") or {}).get("content")) for f in first + edited
+    ]
+    assert created["message"]["content"] == "second wording", summary
     assert (await fetch(first[1]["message"]["id"])).replaced
-    assert (
-        fake_openai.requests[-1]["body"]["messages"][-1]["content"] == "second wording"
-    )
+    # The reply request, not the concurrent automatic-title one.
+    last_reply = [r for r in fake_openai.requests if r["body"].get("stream")][-1]
+    assert last_reply["body"]["messages"][-1]["content"] == "second wording"
 
 
 async def test_unknown_model_is_refused_before_the_model_is_called(
