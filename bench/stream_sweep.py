@@ -44,6 +44,7 @@ def start_profile(pid: int, seconds: float, path: Path):
             "--rate",
             "200",
             "--nonblocking",
+            "--gil",
             "--format",
             "raw",
             "--output",
