@@ -16,7 +16,7 @@ from django.conf import settings
 
 from . import protocol as p
 from .exceptions import ChatError
-from .live import dialogue_group
+from .live import confirm_subscription, dialogue_group
 from .serializers import dialogue_dict, message_dict
 from .services import messaging
 from .services.workers import accepting, get_worker
@@ -79,6 +79,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(
             dialogue_group(dialogue_id), self.channel_name
         )
+        await confirm_subscription(dialogue_group(dialogue_id))
         self.subscriptions[dialogue_id] = None
         if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
             oldest, _ = self.subscriptions.popitem(last=False)
@@ -92,6 +93,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if floor is not None and event["seq"] <= floor:
             return
         await self.send(text_data=event["text"])
+
+    async def chat_probe(self, event: dict[str, Any]) -> None:
+        """Another socket's subscription probe (`confirm_subscription`): ignored."""
 
     # --- client frames -------------------------------------------------------------
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +18,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+
+log = logging.getLogger(__name__)
 
 STREAM_TTL = (
     3600  # a reply's live text outlives any stream; finished ones expire sooner
@@ -45,6 +49,78 @@ async def broadcast(dialogue_id: int, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     assert layer is not None
     await layer.group_send(dialogue_group(dialogue_id), frame(event))
+
+
+async def publish_delta(event: dict[str, Any]) -> None:
+    """Record a `reply.delta` in the live text, then send it to the dialogue's sockets.
+
+    With Redis behind both the store and the pub/sub layer this is one round trip per
+    frame instead of two: the hot path of every stream."""
+    store, layer = get_store(), get_channel_layer()
+    message_id, seq, delta = event["message_id"], event["seq"], event["delta"]
+    if (
+        isinstance(store, RedisStore)
+        and type(layer).__name__ == "RedisPubSubChannelLayer"
+    ):
+        # channels_redis names a group's pub/sub channel "<prefix>__group__<name>".
+        inner = layer._get_layer()  # type: ignore[union-attr]
+        channel = inner._get_group_channel_name(dialogue_group(event["dialogue"]))
+        payload = layer.serialize(frame(event))  # type: ignore[union-attr]
+        await store.append_and_publish(message_id, seq, delta, channel, payload)
+        return
+    await store.stream_append(message_id, seq, delta)
+    await broadcast(event["dialogue"], event)
+
+
+_confirmed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
+    weakref.WeakKeyDictionary()
+)
+_probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, str] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def confirm_subscription(group: str) -> None:
+    """Return once this process really receives the group's messages.
+
+    Redis applies a SUBSCRIBE when it reaches the server; publishes sent on another
+    connection meanwhile are lost, so the first `message.created` or delta of a
+    dialogue could vanish. The first subscription of a group in this process is
+    confirmed by a probe published to the group until it comes back. (In-memory
+    layer: nothing to do.)"""
+    layer = get_channel_layer()
+    if type(layer).__name__ != "RedisPubSubChannelLayer":
+        return
+    loop = asyncio.get_running_loop()
+    inner = layer._get_layer()  # type: ignore[union-attr]
+    name = inner._get_group_channel_name(group)
+    confirmed = _confirmed.setdefault(loop, set())
+    if name in confirmed and len(inner.groups.get(name, ())) > 1:
+        return  # other sockets here were subscribed already: it is live
+    probe = _probes.get(loop)
+    if probe is None:
+        probe = await layer.new_channel("chatsite.probe.")  # type: ignore[union-attr]
+        _probes[loop] = probe
+    queue = inner.channels[probe]
+    await layer.group_add(group, probe)  # type: ignore[union-attr]
+    nonce = uuid.uuid4().hex
+    try:
+        async with asyncio.timeout(3):
+            while True:
+                await layer.group_send(group, {"type": "chat.probe", "nonce": nonce})  # type: ignore[union-attr]
+                try:
+                    # The probe's queue is read directly: a cancelled layer.receive()
+                    # unsubscribes its channel (channels_redis pubsub).
+                    message = await asyncio.wait_for(queue.get(), 0.05)
+                except TimeoutError:
+                    continue
+                if inner.channel_layer.deserialize(message).get("nonce") == nonce:
+                    confirmed.add(name)
+                    break
+    except TimeoutError:
+        log.warning("subscription to %s not confirmed within 3 s", group)
+    finally:
+        await layer.group_discard(group, probe)  # type: ignore[union-attr]
 
 
 def broadcast_on_commit(dialogue_id: int, event: dict[str, Any]) -> None:
@@ -194,6 +270,17 @@ class RedisStore:
         # the other: the basis of exact resume (protocol guarantee 2).
         await self.r.eval(_APPEND, 1, f"{self.p}:s:{message_id}", delta, seq)
 
+    async def append_and_publish(
+        self, message_id: int, seq: int, delta: str, channel: str, payload: bytes
+    ) -> None:
+        """The delta into the live text and out to the dialogue's sockets in one round
+        trip, the write first, so a reader of the text never misses a delta. A stream
+        whose key vanished (Redis restarted) is not recreated from a middle piece:
+        readers then fall back to the database checkpoint."""
+        await self.r.eval(
+            _APPEND_PUBLISH, 2, f"{self.p}:s:{message_id}", channel, delta, seq, payload
+        )
+
     async def stream_finish(self, message_id: int) -> None:
         # Only a stream that started is marked done: never create a key for one that
         # didn't (ids can come back, e.g. in a fresh test database).
@@ -248,8 +335,16 @@ class RedisStore:
 
 
 _APPEND = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], 'q', ARGV[2])
 return redis.call('append', KEYS[1] .. ':t', ARGV[1])
+"""
+_APPEND_PUBLISH = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'q', ARGV[2])
+  redis.call('append', KEYS[1] .. ':t', ARGV[1])
+end
+return redis.call('publish', KEYS[2], ARGV[3])
 """
 
 _FINISH = """

@@ -38,7 +38,7 @@ from ..exceptions import (
     TooLong,
     Unavailable,
 )
-from ..live import broadcast, get_store
+from ..live import broadcast, get_store, publish_delta
 from ..llm import ChatLLM, get_llm
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, message_dict
@@ -305,7 +305,10 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
     store = get_store()
     worker = get_worker()
     try:
-        await store.stream_start(reply.pk, worker.channel)
+        try:
+            await store.stream_start(reply.pk, worker.channel)
+        except Exception:
+            log.warning("no live state for reply %s", reply.pk, exc_info=True)
         await broadcast(
             dialogue.pk,
             {
@@ -343,17 +346,45 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
             tool_handler=handler,
             prompt_tokens=prompt_tokens,
         ):
-            if event["type"] == "reply.delta":
-                await store.stream_append(reply.pk, event["seq"], event["delta"])
-            elif event["type"] == "reply.completed":
-                completed = True
-            await broadcast(dialogue.pk, event)
+            completed = completed or event["type"] == "reply.completed"
+            try:
+                if event["type"] == "reply.delta":
+                    await publish_delta(event)
+                else:
+                    await broadcast(dialogue.pk, event)
+            except Exception:
+                # Redis restarting: the reply goes on and is saved; sockets that
+                # missed frames catch up from dialogue.open.
+                log.warning(
+                    "could not publish %s of reply %s",
+                    event["type"],
+                    reply.pk,
+                    exc_info=True,
+                )
         if completed:
             await _autotitle(dialogue, llm, spec)
     except Exception:
         log.exception("reply %s failed", reply.pk)
+        await _fail_if_streaming(reply)
     finally:
         await _release(turn)
+
+
+async def _fail_if_streaming(reply: Message) -> None:
+    """Never leave a reply `streaming` after its task ended by an error."""
+    try:
+        await db_async(
+            Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update
+        )(
+            status=Message.Status.FAILED,
+            error_code="internal",
+            error_message="The reply could not be completed because of a server error. "
+            "The text written so far was kept; you can regenerate it.",
+            worker="",
+            updated_at=timezone.now(),
+        )
+    except Exception:
+        log.exception("could not mark reply %s failed", reply.pk)
 
 
 async def _release(turn: Turn) -> None:

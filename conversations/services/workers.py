@@ -16,7 +16,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from ..asyncdb import db_async, install_pool
-from ..live import broadcast, get_store
+from ..live import WORKER_TTL, broadcast, get_store
 from ..models import Message
 from ..serializers import message_dict
 from .streaming import INTERRUPTED_MESSAGE, ReplyControl
@@ -155,7 +155,15 @@ def _mark_interrupted(
         "updated_at": timezone.now(),
     }
     if text is not None and seq is not None:
-        fields.update(content=text, seq=seq)
+        # The live text wins only when it extends the saved checkpoint; a stream key
+        # rebuilt after a Redis restart would hold only the tail of the reply.
+        saved = (
+            Message.objects.filter(pk=message_id)
+            .values_list("content", flat=True)
+            .first()
+        )
+        if saved is None or text.startswith(saved):
+            fields.update(content=text, seq=seq)
     if not Message.objects.filter(
         pk=message_id, status=Message.Status.STREAMING
     ).update(**fields):
@@ -170,11 +178,16 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
         rows = [r for r in rows if r[0] in only]
     # This process's own rows are live unless long untouched: one is stored a moment
     # before its task is registered, and must not be reaped in between.
-    stale = timezone.now() - timedelta(seconds=OWN_STALE_SECONDS)
+    # Another process's row is judged only once it has been idle longer than a
+    # heartbeat lives: right after a Redis restart every heartbeat is gone at once.
+    now = timezone.now()
+    own_stale = now - timedelta(seconds=OWN_STALE_SECONDS)
+    idle = now - timedelta(seconds=WORKER_TTL)
     candidates = [
         r
         for r in rows
-        if r[0] not in worker.replies and (r[1] != worker.id or r[3] < stale)
+        if r[0] not in worker.replies
+        and (r[3] < own_stale if r[1] == worker.id else r[3] < idle)
     ]
     if not candidates:
         return 0

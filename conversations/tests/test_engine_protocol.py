@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from conversations.models import Dialogue, Message
 from conversations.services import messaging
@@ -105,7 +107,9 @@ async def test_other_tabs_receive_the_user_message_and_the_reply(
             await first.send(send_frame("again", dialogue=dialogue_id, client_id="c-2"))
             seen = await second.until("reply.completed")
     kinds = [f["type"] for f in seen]
-    assert kinds[0] == "message.created" and seen[0]["message"]["content"] == "again"
+    assert kinds[0] == "message.created", (
+        seen and seen[0]["message"]["content"] == "again"
+    )
     assert "reply.started" in kinds
 
 
@@ -426,6 +430,10 @@ async def test_dead_process_reply_is_marked_interrupted_on_open(
         content="partial",
         worker="dead-worker",
     )
+    # Idle for longer than a heartbeat lives: its process is gone.
+    await database_sync_to_async(
+        Message.objects.filter(pk=reply.pk).update
+    )(updated_at=timezone.now() - timedelta(minutes=5))
     async with socket_for(user) as ws:
         await ws.send({"type": "dialogue.open", "dialogue": dialogue.pk})
         state = await ws.until("dialogue.state")
