@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from chatsite import redisconf
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -96,6 +98,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+
+
 # redis-py's async pool fails at once past its cap (100 by default): size it for the load.
 # Namespace of the live keys in Redis (sites sharing one Redis need distinct ones).
 CHAT_LIVE_PREFIX = env.str("CHAT_LIVE_PREFIX", default="cs")
@@ -113,6 +117,9 @@ if REDIS_URL:
                         # redis-py 8 defaults to 5 s and drops idle sockets (channels_redis#422).
                         "socket_timeout": None,
                         "max_connections": REDIS_MAX_CONNECTIONS,
+                        # Survive a Redis restart (chatsite/redisconf.py).
+                        "health_check_interval": redisconf.HEALTH_CHECK_INTERVAL,
+                        "retry": redisconf.redis_retry(),
                     }
                 ],
             },

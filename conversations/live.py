@@ -6,6 +6,7 @@ memory otherwise (one process). Also the broadcast of events to a dialogue's soc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,6 +19,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+
+from chatsite import redisconf
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +122,11 @@ async def confirm_subscription(group: str) -> None:
                     break
     except TimeoutError:
         log.warning("subscription to %s not confirmed within 3 s", group)
+    except Exception:  # Redis restarting: deliver what can be delivered
+        log.warning("subscription to %s not confirmed", group, exc_info=True)
     finally:
-        await layer.group_discard(group, probe)  # type: ignore[union-attr]
+        with contextlib.suppress(Exception):
+            await layer.group_discard(group, probe)  # type: ignore[union-attr]
 
 
 def broadcast_on_commit(dialogue_id: int, event: dict[str, Any]) -> None:
@@ -251,6 +257,8 @@ class RedisStore:
                 socket_timeout=5,
                 socket_connect_timeout=5,
                 max_connections=settings.REDIS_MAX_CONNECTIONS,
+                health_check_interval=redisconf.HEALTH_CHECK_INTERVAL,
+                retry=redisconf.redis_retry(),
                 decode_responses=False,
             )
             self._clients[loop] = client

@@ -34,7 +34,7 @@ print(json.dumps({
     "models": [m.name for m in chat_models()], "windows": [m.context_tokens for m in chat_models()],
     "default_model": default_model().name, "image_model": settings.IMAGE_MODEL,
     "base_url": settings.OPENAI_BASE_URL, "tz": settings.TIME_ZONE,
-}))
+}, default=str))
 """
 VARIABLES = [
     "DJANGO_SECRET_KEY",

@@ -219,7 +219,7 @@ def fault_cluster(
             if log.exists():
                 print(
                     f"--- {log.name} (tail)\n"
-                    + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                    + "\n".join(log.read_text(errors="replace").splitlines()[-400:])
                 )
 
 
