@@ -431,9 +431,9 @@ async def test_dead_process_reply_is_marked_interrupted_on_open(
         worker="dead-worker",
     )
     # Idle for longer than a heartbeat lives: its process is gone.
-    await database_sync_to_async(
-        Message.objects.filter(pk=reply.pk).update
-    )(updated_at=timezone.now() - timedelta(minutes=5))
+    await database_sync_to_async(Message.objects.filter(pk=reply.pk).update)(
+        updated_at=timezone.now() - timedelta(minutes=5)
+    )
     async with socket_for(user) as ws:
         await ws.send({"type": "dialogue.open", "dialogue": dialogue.pk})
         state = await ws.until("dialogue.state")
