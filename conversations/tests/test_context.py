@@ -338,7 +338,7 @@ def test_context_build_on_5000_messages_reads_a_bounded_number_of_queries(
     spec = _small_spec()
     llm = ScriptedLLM()
     # Run the build's database work on this thread, inside the test transaction.
-    monkeypatch.setattr(context_module, "database_sync_to_async", sync_to_async)
+    monkeypatch.setattr(context_module, "db_async", sync_to_async)
     build = async_to_sync(context_build)
     warm_up()  # the tokenizer tables load once per process (~1 s), not per build
 
