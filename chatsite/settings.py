@@ -82,11 +82,10 @@ DATABASES = {
 DATABASES["default"].setdefault(
     "CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60)
 )
-# Off by default: a health check is an extra `SELECT 1` on every database call from
-# async code (each reply makes ~20). A connection that broke fails one call, is then
-# replaced, and the reply's final save is retried (CHAT_FINAL_SAVE_RETRY_SECONDS).
+# A reused connection is checked (`SELECT 1`) before use, so one that broke while the
+# database restarted is replaced instead of failing a websocket handshake.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool(
-    "DATABASE_HEALTH_CHECKS", default=False
+    "DATABASE_HEALTH_CHECKS", default=True
 )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several writers (generation tasks, requests) share one file: wait, don't fail.
