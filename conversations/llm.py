@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import weakref
 from collections.abc import AsyncIterator
@@ -107,6 +108,11 @@ def _transport_error(exc: BaseException) -> LLMError:
     )
 
 
+# (base URL, model) pairs whose server refused tools or stream_options: asked plainly.
+_PLAIN_MODELS: set[tuple[str, str]] = set()
+log = logging.getLogger(__name__)
+
+
 class OpenAIChatLLM:
     """Streams through the raw SSE lines: `json.loads` per line costs ~20 µs where the
     SDK's typed chunk parsing costs ~150 µs (STACK.md gotcha 4)."""
@@ -123,27 +129,41 @@ class OpenAIChatLLM:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}}
-        if tools:
-            kwargs["tools"] = tools
         calls: dict[int, dict[str, Any]] = {}
-        try:
-            async with self.client.chat.completions.with_streaming_response.create(
-                model=model, messages=messages, stream=True, **kwargs
-            ) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = _parse_chunk(data, calls)
-                    if chunk is not None:
-                        yield chunk
-        except openai.APIStatusError as exc:
-            raise _status_error(exc) from exc
-        except (openai.APIError, httpx2.HTTPError, TimeoutError, OSError) as exc:
-            raise _transport_error(exc) from exc
+        key = (str(self.client.base_url), model)
+        plain = key in _PLAIN_MODELS
+        while True:
+            kwargs: dict[str, Any] = {}
+            if not plain:
+                kwargs["stream_options"] = {"include_usage": True}
+                if tools:
+                    kwargs["tools"] = tools
+            try:
+                async with self.client.chat.completions.with_streaming_response.create(
+                    model=model, messages=messages, stream=True, **kwargs
+                ) as response:
+                    async for line in response.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        chunk = _parse_chunk(data, calls)
+                        if chunk is not None:
+                            yield chunk
+                break
+            except openai.BadRequestError as exc:
+                if plain or not kwargs:
+                    raise _status_error(exc) from exc
+                # A server without tool calling or usage reporting (some local
+                # models) refuses the request: ask again without them, and remember.
+                log.info("%s refused tools/stream_options; retrying without", model)
+                _PLAIN_MODELS.add(key)
+                plain = True
+            except openai.APIStatusError as exc:
+                raise _status_error(exc) from exc
+            except (openai.APIError, httpx2.HTTPError, TimeoutError, OSError) as exc:
+                raise _transport_error(exc) from exc
         if calls:
             yield LLMChunk(
                 tool_calls=[calls[i] for i in sorted(calls)], finish_reason="tool_calls"

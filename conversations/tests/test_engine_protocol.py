@@ -464,3 +464,29 @@ def test_every_event_survives_a_json_round_trip(user, dialogue):
     assert messaging.image_prompt("/image a fox") == "a fox"
     assert messaging.image_prompt("image: a cat") == "a cat"
     assert messaging.image_prompt("imagine") is None
+
+
+async def test_a_server_refusing_tools_is_asked_again_plainly(
+    user, fake_openai, socket_for, monkeypatch
+):
+    from conversations import llm
+
+    monkeypatch.setattr(
+        llm, "_PLAIN_MODELS", set()
+    )  # what is learnt stays in this test
+    # given a model server that rejects `tools` and `stream_options` with HTTP 400
+    fake_openai.configure(tokens=6)
+    fake_openai.responder = lambda body: (
+        {"fault": "http_400"} if "tools" in body or "stream_options" in body else None
+    )
+    async with socket_for(user) as ws:
+        # when two messages are sent
+        await ws.send(send_frame("first", client_id="p1"))
+        first = (await ws.until("reply.completed"))[-1]["message"]
+        await ws.send(send_frame("second", dialogue=first["dialogue"], client_id="p2"))
+        second = (await ws.until("reply.completed"))[-1]["message"]
+    # then both replies complete, usage is counted locally, and the refusal is learnt
+    assert first["status"] == second["status"] == "complete"
+    assert first["usage"]["completion_tokens"] > 0
+    streamed = [r["body"] for r in fake_openai.requests if r["body"].get("stream")]
+    assert ["tools" in b for b in streamed] == [True, False, False]
