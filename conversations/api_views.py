@@ -198,30 +198,30 @@ def _filename(dialogue: Any, ext: str) -> str:
     return f"dialogue-{dialogue.pk}.{ext}"
 
 
+def _attachment(body: str, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
 @api("GET")
 def dialogue_export_md(request: HttpRequest, dialogue_id: int) -> HttpResponse:
     dialogue = dialogue_get_for_user(dialogue_id=dialogue_id, user=request.user)
-    response = HttpResponse(
+    return _attachment(
         dialogue_export_markdown(dialogue=dialogue),
-        content_type="text/markdown; charset=utf-8",
+        "text/markdown",
+        _filename(dialogue, "md"),
     )
-    response["Content-Disposition"] = (
-        f'attachment; filename="{_filename(dialogue, "md")}"'
-    )
-    return response
 
 
 @api("GET")
 def dialogue_export_js(request: HttpRequest, dialogue_id: int) -> HttpResponse:
     dialogue = dialogue_get_for_user(dialogue_id=dialogue_id, user=request.user)
-    response = HttpResponse(
+    return _attachment(
         dialogue_export_json(dialogue=dialogue),
-        content_type="application/json; charset=utf-8",
+        "application/json",
+        _filename(dialogue, "json"),
     )
-    response["Content-Disposition"] = (
-        f'attachment; filename="{_filename(dialogue, "json")}"'
-    )
-    return response
 
 
 @api("GET")

@@ -124,15 +124,12 @@ def _store_turn(
     replace_from: int | None = None,
 ) -> Turn:
     """One transaction: the dialogue (if new), the user message, the pending reply."""
-    worker = get_worker()
     with transaction.atomic():
         created = dialogue is None
         if dialogue is None:
             dialogue = Dialogue.objects.create(owner=user, model=spec.name)
-        elif Message.objects.filter(
-            dialogue=dialogue, status=Message.Status.STREAMING
-        ).exists():
-            raise Busy()
+        else:
+            _ensure_idle(dialogue)
         if replace_from is not None:
             Message.objects.filter(dialogue=dialogue, id__gte=replace_from).update(
                 replaced=True
@@ -146,25 +143,37 @@ def _store_turn(
             created_dialogue=created,
             model=spec.name,
         )
-        reply = _create_reply(dialogue=dialogue, spec=spec, worker_id=worker.id)
-        picture = None
-        if image is not None:
-            picture = image_create_pending(
-                message=reply, prompt=image["prompt"], size=image.get("size")
-            )
-        Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
+        reply, picture = _pending_reply(dialogue=dialogue, spec=spec, image=image)
     return Turn(dialogue, message, reply, picture, created_dialogue=created)
 
 
-def _create_reply(*, dialogue: Dialogue, spec: ModelSpec, worker_id: str) -> Message:
-    return Message.objects.create(
+def _ensure_idle(dialogue: Dialogue) -> None:
+    if Message.objects.filter(
+        dialogue=dialogue, status=Message.Status.STREAMING
+    ).exists():
+        raise Busy()
+
+
+def _pending_reply(
+    *, dialogue: Dialogue, spec: ModelSpec, image: dict[str, Any] | None
+) -> tuple[Message, Any]:
+    """The `streaming` reply row (and its pending picture for an image request), and
+    the dialogue's activity bumped: the writes every turn shares."""
+    reply = Message.objects.create(
         dialogue=dialogue,
         user_id=dialogue.owner_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=spec.name,
-        worker=worker_id,
+        worker=get_worker().id,
     )
+    picture = None
+    if image is not None:
+        picture = image_create_pending(
+            message=reply, prompt=image["prompt"], size=image.get("size")
+        )
+    Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
+    return reply, picture
 
 
 async def message_send(
@@ -253,22 +262,15 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
 
     def store() -> Turn:
         with transaction.atomic():
-            if Message.objects.filter(
-                dialogue=dialogue, status=Message.Status.STREAMING
-            ).exists():
-                raise Busy()
+            _ensure_idle(dialogue)
             Message.objects.filter(dialogue=dialogue, id__gt=last.pk).update(
                 replaced=True
             )
-            reply = _create_reply(
-                dialogue=dialogue, spec=spec, worker_id=get_worker().id
-            )
-            picture = None
             prompt = image_prompt(last.content)
-            if prompt is not None:
-                picture = image_create_pending(message=reply, prompt=prompt, size=None)
-            Dialogue.objects.filter(pk=dialogue.pk).update(
-                last_activity_at=timezone.now()
+            reply, picture = _pending_reply(
+                dialogue=dialogue,
+                spec=spec,
+                image={"prompt": prompt} if prompt is not None else None,
             )
         return Turn(dialogue, None, reply, picture)
 
