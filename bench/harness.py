@@ -37,6 +37,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -199,6 +205,7 @@ class StreamResult:
     frames: int = 0
     tokens: int = 0
     delays: list[float] = field(default_factory=list)
+    emitted: list[float] = field(default_factory=list)
     first_delta: float | None = None
     first_at: float = 0.0
     last_at: float = 0.0
@@ -255,6 +262,7 @@ async def stream_one(
                 text.append(event["delta"])
                 for emitted, _index in stamps(event["delta"]):
                     result.delays.append(now - emitted)
+                    result.emitted.append(emitted)
                     result.tokens += 1
             elif kind in ("reply.completed", "reply.failed", "reply.stopped"):
                 message = event["message"]
@@ -286,8 +294,16 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
-def summarize(results: list[StreamResult]) -> dict:
+def summarize(results: list[StreamResult], steady_after: float | None = None) -> dict:
+    """`steady_after` (unix time): also the delays of tokens emitted after it, once
+    every send of the level was taken in."""
     delays = [d for r in results for d in r.delays]
+    steady = [
+        d
+        for r in results
+        for d, e in zip(r.delays, r.emitted, strict=True)
+        if steady_after is not None and e >= steady_after
+    ]
     firsts = [r.first_delta for r in results if r.first_delta is not None]
     rates = [
         (r.frames - 1) / (r.last_at - r.first_at)
@@ -305,6 +321,10 @@ def summarize(results: list[StreamResult]) -> dict:
             "p50": ms(pct(delays, 50)),
             "p99": ms(pct(delays, 99)),
             "max": ms(max(delays) if delays else None),
+        },
+        "added_delay_steady_ms": {
+            "p50": ms(pct(steady, 50)),
+            "p99": ms(pct(steady, 99)),
         },
         "first_delta_ms": {"p50": ms(pct(firsts, 50)), "p99": ms(pct(firsts, 99))},
         "frames_per_reply": round(statistics.mean(r.frames for r in results), 1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import resource
 import subprocess
@@ -42,9 +43,9 @@ def start_profile(pid: int, seconds: float, path: Path):
             "--duration",
             str(int(seconds)),
             "--rate",
-            "200",
+            "500",
             "--nonblocking",
-            "--gil",
+            *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL", "1") == "1" else []),
             "--format",
             "raw",
             "--output",
@@ -78,6 +79,7 @@ async def run_level(
     rss_connected = sum(h.rss_kb(p) for p in pids)
     writes_before = h.pg_writes(database_url)["rows"]
     cpu_before = sum(h.cpu_seconds(p) for p in pids)
+    sys_before = sum(h.cpu_split(p)[1] for p in pids)
     client_cpu_before = _self_cpu()
     started = time.time()
     timeout = tokens / tps + 60
@@ -88,12 +90,13 @@ async def run_level(
             ws, dialogue_id, f"[[fake tokens={tokens} tps={tps:g}]] Hello", timeout
         )
 
-    spy = start_profile(pids[0], tokens / tps, profile) if profile else None
+    spy = start_profile(pids[0], max(tokens / tps, 3), profile) if profile else None
     results = await asyncio.gather(
         *(one(ws, d) for ws, (_k, d) in zip(sockets, clients[:n], strict=True))
     )
     elapsed = time.time() - started
     cpu = sum(h.cpu_seconds(p) for p in pids) - cpu_before
+    sys_cpu = sum(h.cpu_split(p)[1] for p in pids) - sys_before
     client_cpu = _self_cpu() - client_cpu_before
     rss_streaming_end = sum(h.rss_kb(p) for p in pids)
     if spy is not None:
@@ -102,7 +105,9 @@ async def run_level(
     await asyncio.sleep(h.PG_STATS_SETTLE_SECONDS)
     writes = h.pg_writes(database_url)["rows"] - writes_before
 
-    summary = h.summarize(results)
+    # Steady state: tokens emitted once the last stream's first delta arrived.
+    firsts = [r.first_at for r in results if r.first_at]
+    summary = h.summarize(results, steady_after=max(firsts) if firsts else None)
     delivered = summary["tokens"]
     stream_seconds = tokens / tps
     summary.update(
@@ -111,6 +116,7 @@ async def run_level(
             "wall_seconds": round(elapsed, 2),
             "tokens_per_second": round(delivered / elapsed, 1) if elapsed else None,
             "server_cpu_seconds": round(cpu, 2),
+            "server_system_cpu_seconds": round(sys_cpu, 2),
             "server_cpu_us_per_token": round(cpu / delivered * 1e6, 1)
             if delivered
             else None,

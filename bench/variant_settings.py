@@ -64,3 +64,13 @@ if os.environ.get("BENCH_AIOHTTP", "").lower() == "true":
     import openai
 
     openai.DefaultAsyncHttpxClient = openai.DefaultAioHttpClient
+
+if os.environ.get("BENCH_GC_THRESHOLD"):
+    import gc
+
+    gc.set_threshold(*(int(x) for x in os.environ["BENCH_GC_THRESHOLD"].split(",")))
+
+if os.environ.get("BENCH_SWITCH_INTERVAL"):
+    import sys
+
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))

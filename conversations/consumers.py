@@ -1,7 +1,9 @@
-"""The chat socket (protocol.md): parses frames, calls services, relays group events.
+"""The chat socket (protocol.md): parses frames, calls services, relays dialogue events.
 
 Generation runs in tasks of the process's `Worker`, never in this handler, so
-`reply.stop` is read while a reply streams and replies outlive the socket.
+`reply.stop` is read while a reply streams and replies outlive the socket. Dialogue
+events reach `deliver` straight from `conversations.fanout`, not through the channel
+layer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from django.conf import settings
 
 from . import protocol as p
 from .exceptions import ChatError
-from .live import confirm_subscription, dialogue_group
+from .fanout import get_hub
 from .serializers import dialogue_dict, message_dict
 from .services import messaging
 from .services.workers import accepting, get_worker
@@ -27,9 +29,15 @@ MAX_SUBSCRIPTIONS = 50
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # No channel-layer channel per socket (an alias that names no layer): events come
+    # through the fan-out hub, which costs a fraction per frame.
+    channel_layer_alias = "chatsite.fanout"
+
     async def connect(self) -> None:
         self.subscriptions: OrderedDict[int, None] = OrderedDict()
         self.floors: dict[int, int] = {}
+        # Events that arrive while a dialogue is being opened wait for its state.
+        self.held: list[tuple[int, int, str]] | None = None
         await self.accept()
         if not self.scope["user"].is_authenticated:
             await self.close(code=4401)
@@ -39,10 +47,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await get_worker().ensure_started()
 
     async def disconnect(self, code: int) -> None:
+        hub = get_hub()
         for dialogue_id in getattr(self, "subscriptions", ()):
-            await self.channel_layer.group_discard(
-                dialogue_group(dialogue_id), self.channel_name
-            )
+            await hub.leave(dialogue_id, self)
+        self.subscriptions = OrderedDict()
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
@@ -76,26 +84,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if dialogue_id in self.subscriptions:
             self.subscriptions.move_to_end(dialogue_id)
             return
-        await self.channel_layer.group_add(
-            dialogue_group(dialogue_id), self.channel_name
-        )
-        await confirm_subscription(dialogue_group(dialogue_id))
+        hub = get_hub()
         self.subscriptions[dialogue_id] = None
+        await hub.join(dialogue_id, self)
         if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
             oldest, _ = self.subscriptions.popitem(last=False)
-            await self.channel_layer.group_discard(
-                dialogue_group(oldest), self.channel_name
-            )
+            await hub.leave(oldest, self)
 
-    async def chat_event(self, event: dict[str, Any]) -> None:
-        """A dialogue event from the group; deltas already in a sent state are dropped."""
-        floor = self.floors.get(event.get("mid", -1))
-        if floor is not None and event["seq"] <= floor:
+    async def deliver(self, mid: int, seq: int, text: str) -> None:
+        """A dialogue event (fan-out hub); deltas already in a sent state are dropped."""
+        if self.held is not None:
+            self.held.append((mid, seq, text))
             return
-        await self.send(text_data=event["text"])
-
-    async def chat_probe(self, event: dict[str, Any]) -> None:
-        """Another socket's subscription probe (`confirm_subscription`): ignored."""
+        if mid:
+            floor = self.floors.get(mid)
+            if floor is not None and seq <= floor:
+                return
+        await self.base_send({"type": "websocket.send", "text": text})
 
     # --- client frames -------------------------------------------------------------
 
@@ -103,15 +108,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "pong"})
 
     async def on_dialogue_open(self, data: dict[str, Any]) -> None:
-        state, floors = await messaging.dialogue_open(
-            user=self.scope["user"],
-            dialogue_id=p.dialogue_id(data),
-            subscribe=self.subscribe,
-        )
-        if len(self.floors) > 200:
-            self.floors.clear()
-        self.floors.update(floors)
-        await self.send_json(state)
+        self.held = []
+        try:
+            state, floors = await messaging.dialogue_open(
+                user=self.scope["user"],
+                dialogue_id=p.dialogue_id(data),
+                subscribe=self.subscribe,
+            )
+            if len(self.floors) > 200:
+                self.floors.clear()
+            self.floors.update(floors)
+            await self.send_json(state)
+        finally:
+            held, self.held = self.held, None
+            for mid, seq, text in held:
+                await self.deliver(mid, seq, text)
 
     async def on_dialogue_history(self, data: dict[str, Any]) -> None:
         await self.send_json(

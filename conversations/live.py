@@ -1,26 +1,26 @@
 """State that every server process must see: the text of replies in flight, locks,
 rate windows and which processes are alive. Redis when `REDIS_URL` is set, process
-memory otherwise (one process). Also the broadcast of events to a dialogue's sockets.
+memory otherwise (one process). Also the events sent to a dialogue's sockets
+(through `conversations.fanout`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
 from chatsite import redisconf
+
+from .fanout import get_hub
 
 log = logging.getLogger(__name__)
 
@@ -31,102 +31,27 @@ FINISHED_TTL = 120
 WORKER_TTL = 15
 
 
-def dialogue_group(dialogue_id: int) -> str:
-    return f"dlg.{dialogue_id}"
-
-
-def frame(event: dict[str, Any]) -> dict[str, Any]:
-    """The channel-layer message for an event: serialised once, sent as-is to every
-    socket; `mid`/`seq` let a socket drop deltas it already has without parsing."""
-    message: dict[str, Any] = {
-        "type": "chat.event",
-        "text": json.dumps(event, separators=(",", ":")),
-    }
-    if event["type"] == "reply.delta":
-        message["mid"] = event["message_id"]
-        message["seq"] = event["seq"]
-    return message
+def _text(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
 
 
 async def broadcast(dialogue_id: int, event: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    assert layer is not None
-    await layer.group_send(dialogue_group(dialogue_id), frame(event))
+    """Send an event to every socket showing the dialogue, on every process."""
+    await get_hub().publish(dialogue_id, _text(event))
 
 
 async def publish_delta(event: dict[str, Any]) -> None:
-    """Record a `reply.delta` in the live text, then send it to the dialogue's sockets.
-
-    With Redis behind both the store and the pub/sub layer this is one round trip per
-    frame instead of two: the hot path of every stream."""
-    store, layer = get_store(), get_channel_layer()
-    message_id, seq, delta = event["message_id"], event["seq"], event["delta"]
-    if (
-        isinstance(store, RedisStore)
-        and type(layer).__name__ == "RedisPubSubChannelLayer"
-    ):
-        # channels_redis names a group's pub/sub channel "<prefix>__group__<name>".
-        inner = layer._get_layer()  # type: ignore[union-attr]
-        channel = inner._get_group_channel_name(dialogue_group(event["dialogue"]))
-        payload = layer.serialize(frame(event))  # type: ignore[union-attr]
-        await store.append_and_publish(message_id, seq, delta, channel, payload)
-        return
-    await store.stream_append(message_id, seq, delta)
-    await broadcast(event["dialogue"], event)
-
-
-_confirmed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
-    weakref.WeakKeyDictionary()
-)
-_probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, str] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def confirm_subscription(group: str) -> None:
-    """Return once this process really receives the group's messages.
-
-    Redis applies a SUBSCRIBE when it reaches the server; publishes sent on another
-    connection meanwhile are lost, so the first `message.created` or delta of a
-    dialogue could vanish. The first subscription of a group in this process is
-    confirmed by a probe published to the group until it comes back. (In-memory
-    layer: nothing to do.)"""
-    layer = get_channel_layer()
-    if type(layer).__name__ != "RedisPubSubChannelLayer":
-        return
-    loop = asyncio.get_running_loop()
-    inner = layer._get_layer()  # type: ignore[union-attr]
-    name = inner._get_group_channel_name(group)
-    confirmed = _confirmed.setdefault(loop, set())
-    if name in confirmed and len(inner.groups.get(name, ())) > 1:
-        return  # other sockets here were subscribed already: it is live
-    probe = _probes.get(loop)
-    if probe is None:
-        probe = await layer.new_channel("chatsite.probe.")  # type: ignore[union-attr]
-        _probes[loop] = probe
-    queue = inner.channels[probe]
-    await layer.group_add(group, probe)  # type: ignore[union-attr]
-    nonce = uuid.uuid4().hex
-    try:
-        async with asyncio.timeout(3):
-            while True:
-                await layer.group_send(group, {"type": "chat.probe", "nonce": nonce})  # type: ignore[union-attr]
-                try:
-                    # The probe's queue is read directly: a cancelled layer.receive()
-                    # unsubscribes its channel (channels_redis pubsub).
-                    message = await asyncio.wait_for(queue.get(), 0.05)
-                except TimeoutError:
-                    continue
-                if inner.channel_layer.deserialize(message).get("nonce") == nonce:
-                    confirmed.add(name)
-                    break
-    except TimeoutError:
-        log.warning("subscription to %s not confirmed within 3 s", group)
-    except Exception:  # Redis restarting: deliver what can be delivered
-        log.warning("subscription to %s not confirmed", group, exc_info=True)
-    finally:
-        with contextlib.suppress(Exception):
-            await layer.group_discard(group, probe)  # type: ignore[union-attr]
+    """Record a `reply.delta` in the live text, then send it to the dialogue's sockets:
+    one pipelined script per frame, not awaited (its order among the dialogue's
+    events is kept; a later awaited event waits for it)."""
+    await get_hub().publish(
+        event["dialogue"],
+        _text(event),
+        mid=event["message_id"],
+        seq=event["seq"],
+        delta=event["delta"],
+        wait=False,
+    )
 
 
 def broadcast_on_commit(dialogue_id: int, event: dict[str, Any]) -> None:
@@ -278,17 +203,6 @@ class RedisStore:
         # the other: the basis of exact resume (protocol guarantee 2).
         await self.r.eval(_APPEND, 1, f"{self.p}:s:{message_id}", delta, seq)
 
-    async def append_and_publish(
-        self, message_id: int, seq: int, delta: str, channel: str, payload: bytes
-    ) -> None:
-        """The delta into the live text and out to the dialogue's sockets in one round
-        trip, the write first, so a reader of the text never misses a delta. A stream
-        whose key vanished (Redis restarted) is not recreated from a middle piece:
-        readers then fall back to the database checkpoint."""
-        await self.r.eval(
-            _APPEND_PUBLISH, 2, f"{self.p}:s:{message_id}", channel, delta, seq, payload
-        )
-
     async def stream_finish(self, message_id: int) -> None:
         # Only a stream that started is marked done: never create a key for one that
         # didn't (ids can come back, e.g. in a fresh test database).
@@ -347,14 +261,6 @@ if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], 'q', ARGV[2])
 return redis.call('append', KEYS[1] .. ':t', ARGV[1])
 """
-_APPEND_PUBLISH = """
-if redis.call('exists', KEYS[1]) == 1 then
-  redis.call('hset', KEYS[1], 'q', ARGV[2])
-  redis.call('append', KEYS[1] .. ':t', ARGV[1])
-end
-return redis.call('publish', KEYS[2], ARGV[3])
-"""
-
 _FINISH = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], 'd', 1)

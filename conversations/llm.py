@@ -13,10 +13,11 @@ import json
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -159,7 +160,13 @@ class OpenAIChatLLM:
                 plain = True
             except openai.APIStatusError as exc:
                 raise _status_error(exc) from exc
-            except (openai.APIError, httpx2.HTTPError, TimeoutError, OSError) as exc:
+            except (
+                openai.APIError,
+                httpx2.HTTPError,
+                aiohttp.ClientError,  # read straight from aiohttp (_body_reader)
+                TimeoutError,
+                OSError,
+            ) as exc:
                 raise _transport_error(exc) from exc
         if calls:
             yield LLMChunk(
@@ -186,11 +193,35 @@ class OpenAIChatLLM:
         return (result.choices[0].message.content or "") if result.choices else ""
 
 
+def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
+    """An awaitable per body chunk (b"" at the end). Under the SDK's aiohttp transport
+    an unencoded body (SSE always is, in practice) is read straight from aiohttp's
+    reader, skipping four async-generator layers per token; the read timeout is
+    aiohttp's socket timeout either way."""
+    aiohttp_response = getattr(
+        getattr(response.stream, "_stream", None), "_aiohttp_response", None
+    )
+    if aiohttp_response is not None and response.headers.get(
+        "content-encoding", "identity"
+    ) in ("identity", ""):
+        return aiohttp_response.content.readany
+    chunks = response.aiter_bytes().__aiter__()
+
+    async def read() -> bytes:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    return read
+
+
 async def _sse_data(response: httpx2.Response) -> AsyncIterator[bytes]:
     """The `data:` payloads of an SSE body, split from raw bytes: httpx2's text line
     decoder costs more CPU per token than everything else the server does with it."""
+    read = _body_reader(response)
     buffer = b""
-    async for piece in response.aiter_bytes():
+    while piece := await read():
         buffer += piece
         start = 0
         while (end := buffer.find(b"\n", start)) >= 0:

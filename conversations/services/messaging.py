@@ -78,7 +78,7 @@ def _check_length(content: str) -> None:
         raise BadRequest("The message is empty.")
 
 
-async def _admit(user: Any) -> None:
+async def _admit(user: Any, *, quota: bool = True) -> None:
     """Refusals that cost nothing: process draining, send rate, daily quota."""
     if not get_worker().accepting:
         raise Unavailable(
@@ -92,7 +92,8 @@ async def _admit(user: Any) -> None:
             f"You are sending messages too fast. Try again in {retry} seconds.",
             retry_after=retry,
         )
-    await db_async(quota_check)(user=user)
+    if quota:
+        await db_async(quota_check)(user=user)
 
 
 @contextlib.asynccontextmanager
@@ -134,7 +135,7 @@ def _store_turn(
             Message.objects.filter(dialogue=dialogue, id__gte=replace_from).update(
                 replaced=True
             )
-        message = Message.objects.create(
+        message = Message(
             dialogue=dialogue,
             user=user,
             role=Message.Role.USER,
@@ -143,7 +144,9 @@ def _store_turn(
             created_dialogue=created,
             model=spec.name,
         )
-        reply, picture = _pending_reply(dialogue=dialogue, spec=spec, image=image)
+        reply, picture = _pending_reply(
+            dialogue=dialogue, spec=spec, image=image, after=message
+        )
     return Turn(dialogue, message, reply, picture, created_dialogue=created)
 
 
@@ -155,11 +158,16 @@ def _ensure_idle(dialogue: Dialogue) -> None:
 
 
 def _pending_reply(
-    *, dialogue: Dialogue, spec: ModelSpec, image: dict[str, Any] | None
+    *,
+    dialogue: Dialogue,
+    spec: ModelSpec,
+    image: dict[str, Any] | None,
+    after: Message | None = None,
 ) -> tuple[Message, Any]:
-    """The `streaming` reply row (and its pending picture for an image request), and
-    the dialogue's activity bumped: the writes every turn shares."""
-    reply = Message.objects.create(
+    """The `streaming` reply row (inserted with `after`, the user message, in one
+    statement), its pending picture for an image request, and the dialogue's activity
+    bumped: the writes every turn shares."""
+    reply = Message(
         dialogue=dialogue,
         user_id=dialogue.owner_id,
         role=Message.Role.ASSISTANT,
@@ -167,6 +175,7 @@ def _pending_reply(
         model=spec.name,
         worker=get_worker().id,
     )
+    Message.objects.bulk_create([m for m in (after, reply) if m is not None])
     picture = None
     if image is not None:
         picture = image_create_pending(
@@ -174,6 +183,30 @@ def _pending_reply(
         )
     Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
     return reply, picture
+
+
+def _send_prepare(
+    *, user: Any, dialogue_id: int | None, client_id: str, replace_last: bool
+) -> tuple[Message | None, Dialogue | None, int | None]:
+    """The reads of a send in one database call: (the message already stored under
+    this `client_id`, or the dialogue, the first message an edit replaces), after the
+    daily quota."""
+    existing = selectors.message_find_by_client_id(user=user, client_id=client_id)
+    if existing is not None:
+        return existing, None, None
+    dialogue = None
+    if dialogue_id is not None:
+        dialogue = selectors.dialogue_get_for_user(dialogue_id=dialogue_id, user=user)
+    replace_from = None
+    if replace_last:
+        if dialogue is None:
+            raise BadRequest("Nothing to edit in a new dialogue.")
+        last = selectors.message_last_user(dialogue=dialogue)
+        if last is None:
+            raise MessageNotFound("There is no message to edit in this dialogue.")
+        replace_from = last.pk
+    quota_check(user=user)
+    return None, dialogue, replace_from
 
 
 async def message_send(
@@ -193,8 +226,11 @@ async def message_send(
     with `duplicate=True` (protocol guarantee 4).
     """
     _check_length(content)
-    existing = await db_async(selectors.message_find_by_client_id)(
-        user=user, client_id=client_id
+    existing, dialogue, replace_from = await db_async(_send_prepare)(
+        user=user,
+        dialogue_id=dialogue_id,
+        client_id=client_id,
+        replace_last=replace_last,
     )
     if existing is not None:
         return Turn(
@@ -206,21 +242,8 @@ async def message_send(
     prompt = content.strip() if force_image else image_prompt(content)
     if force_image:
         content = f"/image {prompt}"
-    dialogue = None
-    if dialogue_id is not None:
-        dialogue = await db_async(selectors.dialogue_get_for_user)(
-            dialogue_id=dialogue_id, user=user
-        )
     spec = resolve_model(model or (dialogue.model if dialogue else None))
-    replace_from = None
-    if replace_last:
-        if dialogue is None:
-            raise BadRequest("Nothing to edit in a new dialogue.")
-        last = await db_async(selectors.message_last_user)(dialogue=dialogue)
-        if last is None:
-            raise MessageNotFound("There is no message to edit in this dialogue.")
-        replace_from = last.pk
-    await _admit(user)
+    await _admit(user, quota=False)  # checked by _send_prepare
     try:
         async with _turn_mutex(dialogue.pk if dialogue else None):
             return await db_async(_store_turn)(
