@@ -34,8 +34,12 @@ from bench import harness as h  # noqa: E402
 def start_profile(pid: int, seconds: float, path: Path):
     """py-spy (pip install py-spy) samples the daphne process while the level streams."""
     spy = Path(sys.executable).parent / "py-spy"
+    delay = float(os.environ.get("BENCH_PROFILE_DELAY", "0"))  # skip the send burst
     return subprocess.Popen(
         [
+            "sh",
+            "-c",
+            f'sleep {delay}; exec "$0" "$@"',
             str(spy),
             "record",
             "--pid",

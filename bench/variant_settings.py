@@ -74,3 +74,33 @@ if os.environ.get("BENCH_SWITCH_INTERVAL"):
     import sys
 
     sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+
+if os.environ.get("BENCH_YAPPI"):
+    # CPU profile of every thread for a window of the run (pip install yappi).
+    import threading
+    import time as _time
+
+    def _yappi() -> None:
+        import yappi
+
+        # Starts when the file <BENCH_YAPPI>.go appears; runs BENCH_YAPPI_SECONDS.
+        seconds = float(os.environ.get("BENCH_YAPPI_SECONDS", "4"))
+        while not os.path.exists(os.environ["BENCH_YAPPI"] + ".go"):
+            _time.sleep(0.1)
+        yappi.set_clock_type("cpu")
+        yappi.start(builtins=False)
+        _time.sleep(seconds)
+        yappi.stop()
+        with open(os.environ["BENCH_YAPPI"], "w") as out:
+            yappi.get_func_stats().sort("tsub").print_all(
+                out=out,
+                columns={
+                    0: ("name", 90),
+                    1: ("ncall", 10),
+                    2: ("tsub", 8),
+                    3: ("ttot", 8),
+                    4: ("tavg", 8),
+                },
+            )
+
+    threading.Thread(target=_yappi, daemon=True).start()

@@ -16,7 +16,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from chatsite import lifecycle  # noqa: E402
+from chatsite import lifecycle, serverperf  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from conversations.tokens import warm_up  # noqa: E402
 
@@ -30,5 +30,7 @@ application = ProtocolTypeRouter(
 )
 # Load the tokenizer tables (0.5-1.5 s) off the request path, before the first reply.
 threading.Thread(target=warm_up, name="tokenizer-warm-up", daemon=True).start()
+# Cheaper frames through autobahn and twisted (chatsite/serverperf.py).
+serverperf.install()
 # Graceful shutdown on SIGTERM under daphne (chatsite/lifecycle.py).
 application = lifecycle.install(application)

@@ -213,15 +213,25 @@ class RedisHub(Hub):
         if delta is None:
             command = _command(b"PUBLISH", self.channel(dialogue_id), payload)
         else:
-            command = _command(
-                b"EVAL",
-                _APPEND_PUBLISH,
-                b"2",
-                b"%s:s:%d" % (self.prefix, mid),
-                self.channel(dialogue_id),
-                delta.encode(),
-                b"%d" % seq,
-                payload,
+            key = b"%s:s:%d" % (self.prefix, mid)
+            channel = self.channel(dialogue_id)
+            text_bytes = delta.encode()
+            seq_bytes = b"%d" % seq
+            command = (
+                b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                % (
+                    _EVAL_APPEND_PUBLISH,
+                    len(key),
+                    key,
+                    len(channel),
+                    channel,
+                    len(text_bytes),
+                    text_bytes,
+                    len(seq_bytes),
+                    seq_bytes,
+                    len(payload),
+                    payload,
+                )
             )
         writer = self._pub.writer
         if not wait:
@@ -327,6 +337,12 @@ if redis.call('exists', KEYS[1]) == 1 then
 end
 return redis.call('publish', KEYS[2], ARGV[3])
 """
+
+# EVAL <script> 2 <key> <channel> <delta> <seq> <payload>: the fixed head, once.
+_EVAL_APPEND_PUBLISH = b"*8\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n2\r\n" % (
+    len(_APPEND_PUBLISH),
+    _APPEND_PUBLISH,
+)
 
 _memory_hub: Hub | None = None
 _redis_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisHub] = (

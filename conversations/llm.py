@@ -234,12 +234,19 @@ async def _sse_data(response: httpx2.Response) -> AsyncIterator[bytes]:
         yield buffer[5:].strip()
 
 
+# json.loads' C scanner without its three Python layers: one call per token.
+_scan = json.JSONDecoder().scan_once
+
+
 def _parse_chunk(
     data: bytes | str, calls: dict[int, dict[str, Any]]
 ) -> LLMChunk | None:
     try:
-        obj = json.loads(data)
-    except ValueError as exc:
+        text = (data.decode() if type(data) is bytes else data).strip()
+        obj, end = _scan(text, 0)
+        if end != len(text):
+            raise ValueError("trailing data")
+    except (ValueError, StopIteration, UnicodeDecodeError) as exc:
         raise LLMError(
             "The model provider sent a malformed reply.", code="upstream_error"
         ) from exc
