@@ -186,7 +186,7 @@ class RedisHub(Hub):
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix.encode()
-        self._replies: collections.deque[asyncio.Future[None] | None] = (
+        self._replies: collections.deque[asyncio.Future[Any] | None] = (
             collections.deque()
         )
         self._channels: set[bytes] = set()
@@ -246,11 +246,28 @@ class RedisHub(Hub):
             return
         if writer is None:
             writer = await self._pub.ready()
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         writer.write(command)
         self._replies.append(done)
         async with asyncio.timeout(self.PUBLISH_TIMEOUT):
             await done
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        """Any Redis command over the publishing connection (pipelined with the
+        frames, no pool checkout): the live store's hot commands use it."""
+        writer = self._pub.writer or await self._pub.ready()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        writer.write(
+            _command(
+                *(
+                    a if type(a) is bytes else str(a).encode()  # type: ignore[misc]
+                    for a in args
+                )
+            )
+        )
+        self._replies.append(done)
+        async with asyncio.timeout(self.PUBLISH_TIMEOUT):
+            return await done
 
     async def _published(self, replies: list[Any]) -> None:
         for reply in replies:
@@ -261,7 +278,7 @@ class RedisHub(Hub):
                 if isinstance(reply, Exception):
                     done.set_exception(reply)
                 else:
-                    done.set_result(None)
+                    done.set_result(reply)
 
     def _publish_lost(self, exc: BaseException) -> None:
         while self._replies:

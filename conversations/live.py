@@ -189,14 +189,19 @@ class RedisStore:
             self._clients[loop] = client
         return client
 
+    async def _call(self, *args: Any) -> Any:
+        """A command on this loop's fan-out connection (conversations.fanout):
+        pipelined, no pool checkout; the store's hot commands go this way."""
+        from .fanout import RedisHub
+
+        hub = get_hub()
+        assert isinstance(hub, RedisHub)
+        return await hub.call(*args)
+
     async def stream_start(self, message_id: int, owner: str) -> None:
-        key = f"{self.p}:s:{message_id}"
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping={"q": 0, "o": owner, "d": 0})
-            pipe.expire(key, STREAM_TTL)
-            pipe.set(f"{key}:t", "", ex=STREAM_TTL)
-            await pipe.execute()
+        await self._call(
+            "EVAL", _START, 1, f"{self.p}:s:{message_id}", owner, STREAM_TTL
+        )
 
     async def stream_append(self, message_id: int, seq: int, delta: str) -> None:
         # Text and seq change together (MULTI), so a reader never sees one without
@@ -206,7 +211,7 @@ class RedisStore:
     async def stream_finish(self, message_id: int) -> None:
         # Only a stream that started is marked done: never create a key for one that
         # didn't (ids can come back, e.g. in a fresh test database).
-        await self.r.eval(_FINISH, 1, f"{self.p}:s:{message_id}", FINISHED_TTL)
+        await self._call("EVAL", _FINISH, 1, f"{self.p}:s:{message_id}", FINISHED_TTL)
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
         key = f"{self.p}:s:{message_id}"
@@ -224,23 +229,23 @@ class RedisStore:
         )
 
     async def lock(self, key: str, token: str, ttl: float) -> bool:
-        return bool(
-            await self.r.set(f"{self.p}:l:{key}", token, nx=True, px=int(ttl * 1000))
+        reply = await self._call(
+            "SET", f"{self.p}:l:{key}", token, "NX", "PX", int(ttl * 1000)
         )
+        return reply is not None
 
     async def unlock(self, key: str, token: str) -> None:
-        await self.r.eval(_UNLOCK, 1, f"{self.p}:l:{key}", token)
+        await self._call("EVAL", _UNLOCK, 1, f"{self.p}:l:{key}", token)
 
     async def refresh_lock(self, key: str, token: str, ttl: float) -> None:
-        await self.r.eval(_REFRESH, 1, f"{self.p}:l:{key}", token, int(ttl * 1000))
+        await self._call(
+            "EVAL", _REFRESH, 1, f"{self.p}:l:{key}", token, int(ttl * 1000)
+        )
 
     async def rate_hit(self, key: str, limit: int, window: int) -> int:
         now = time.time()
         bucket = f"{self.p}:r:{key}:{int(now // window)}"
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.incr(bucket)
-            pipe.expire(bucket, window + 1)
-            count, _ = await pipe.execute()
+        count = await self._call("EVAL", _RATE, 1, bucket, window + 1)
         return 0 if count <= limit else max(1, int(window - now % window))
 
     async def heartbeat(self, worker: str) -> None:
@@ -261,6 +266,18 @@ if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], 'q', ARGV[2])
 return redis.call('append', KEYS[1] .. ':t', ARGV[1])
 """
+_START = """
+redis.call('del', KEYS[1])
+redis.call('hset', KEYS[1], 'q', 0, 'o', ARGV[1], 'd', 0)
+redis.call('expire', KEYS[1], ARGV[2])
+return redis.call('set', KEYS[1] .. ':t', '', 'EX', ARGV[2])
+"""
+_RATE = """
+local count = redis.call('incr', KEYS[1])
+if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
+return count
+"""
+
 _FINISH = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], 'd', 1)

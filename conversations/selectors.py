@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Greatest, Lower, StrIndex, Substr
 
 from .exceptions import BadRequest, DialogueNotFound, PresetNotFound
-from .models import Dialogue, Message, Preset, UsageDaily
+from .models import Dialogue, Message, Preset, UsageDaily, UserQuota
 
 
 def dialogue_get_for_user(*, dialogue_id: Any, user: Any) -> Dialogue:
@@ -25,6 +26,58 @@ def dialogue_get_for_user(*, dialogue_id: Any, user: Any) -> Dialogue:
         return Dialogue.objects.get(pk=dialogue_id, owner=user)
     except Dialogue.DoesNotExist:
         raise DialogueNotFound() from None
+
+
+def send_context(
+    *, user: Any, dialogue_id: int | None, client_id: str
+) -> tuple[int | None, Dialogue | None, dict[str, Any]]:
+    """What a send needs to know, in one query: (the id of the user's message already
+    stored under `client_id`, the user's dialogue `dialogue_id` or None when none is
+    given, the user's quota override). `DialogueNotFound` for a missing or foreign
+    dialogue, unless the message was a resend (its id comes back then)."""
+    message = connection.ops.quote_name(Message._meta.db_table)
+    quota = connection.ops.quote_name(UserQuota._meta.db_table)
+    dup = f"(SELECT m.id FROM {message} m WHERE m.user_id = %s AND m.client_id = %s LIMIT 1)"  # noqa: S608
+    if dialogue_id is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {dup}, q.daily_tokens, q.daily_messages "  # noqa: S608
+                f"FROM (SELECT 1) AS one LEFT JOIN {quota} q ON q.user_id = %s",
+                [user.pk, client_id, user.pk],
+            )
+            dup_id, tokens, messages = cursor.fetchone()
+        return dup_id, None, {"daily_tokens": tokens, "daily_messages": messages}
+    if (
+        not isinstance(dialogue_id, int)
+        or isinstance(dialogue_id, bool)
+        or dialogue_id <= 0
+    ):
+        raise DialogueNotFound()
+    dialogue_table = connection.ops.quote_name(Dialogue._meta.db_table)
+    rows = list(
+        Dialogue.objects.raw(
+            f"SELECT d.*, {dup} AS send_dup, q.daily_tokens AS send_quota_tokens, "  # noqa: S608
+            f"q.daily_messages AS send_quota_messages FROM {dialogue_table} d "
+            f"LEFT JOIN {quota} q ON q.user_id = d.owner_id "
+            "WHERE d.id = %s AND d.owner_id = %s",
+            [user.pk, client_id, dialogue_id, user.pk],
+        )
+    )
+    if not rows:
+        resent = (
+            Message.objects.filter(user=user, client_id=client_id)
+            .values_list("id", flat=True)
+            .first()
+        )
+        if resent is None:
+            raise DialogueNotFound()
+        return resent, None, {}
+    dialogue = rows[0]
+    override = {
+        "daily_tokens": dialogue.send_quota_tokens,  # type: ignore[attr-defined]
+        "daily_messages": dialogue.send_quota_messages,  # type: ignore[attr-defined]
+    }
+    return dialogue.send_dup, dialogue, override  # type: ignore[attr-defined]
 
 
 def message_page(

@@ -164,7 +164,6 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
     )
 
     eligible = _eligible(dialogue, upto_message_id)
-    total = eligible.count()
     candidates = eligible.filter(id__gt=upto) if upto is not None else eligible
 
     base = budget - REPLY_PRIMING - system_tokens
@@ -185,7 +184,10 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
     overflow = False
     to_summarise: list[_Turn] = []
     summarise_used = 0
+    seen = 0
+    exhausted = True
     for row in _newest_first(candidates, None):
+        seen += 1
         turn = _turn(row, cap, model)
         if not overflow:
             if used + turn.tokens <= room or not window:
@@ -207,7 +209,11 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
             to_summarise.append(item)
             summarise_used += item.tokens
         if not fits:
+            exhausted = False
             break
+    # Every eligible message was read already unless a summary or the budget cut the
+    # walk short: only then is counting them another query.
+    total = seen if exhausted and upto is None else eligible.count()
     return _Plan(
         budget=budget,
         model=model,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from imaging.generators import IMAGE_TOOL_NAME
@@ -129,8 +129,6 @@ def _store_turn(
         created = dialogue is None
         if dialogue is None:
             dialogue = Dialogue.objects.create(owner=user, model=spec.name)
-        else:
-            _ensure_idle(dialogue)
         if replace_from is not None:
             Message.objects.filter(dialogue=dialogue, id__gte=replace_from).update(
                 replaced=True
@@ -145,16 +143,24 @@ def _store_turn(
             model=spec.name,
         )
         reply, picture = _pending_reply(
-            dialogue=dialogue, spec=spec, image=image, after=message
+            dialogue=dialogue, spec=spec, image=image, after=message, new=created
         )
     return Turn(dialogue, message, reply, picture, created_dialogue=created)
 
 
-def _ensure_idle(dialogue: Dialogue) -> None:
-    if Message.objects.filter(
-        dialogue=dialogue, status=Message.Status.STREAMING
-    ).exists():
-        raise Busy()
+def _claim(dialogue: Dialogue) -> None:
+    """The busy check and the activity bump in one statement: a dialogue whose reply
+    is still streaming is left alone and the turn refused."""
+    dialogues = connection.ops.quote_name(Dialogue._meta.db_table)
+    messages = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {dialogues} SET last_activity_at = %s WHERE id = %s AND NOT EXISTS "  # noqa: S608
+            f"(SELECT 1 FROM {messages} m WHERE m.dialogue_id = %s AND m.status = %s)",
+            [timezone.now(), dialogue.pk, dialogue.pk, Message.Status.STREAMING],
+        )
+        if cursor.rowcount != 1:
+            raise Busy()
 
 
 def _pending_reply(
@@ -163,10 +169,14 @@ def _pending_reply(
     spec: ModelSpec,
     image: dict[str, Any] | None,
     after: Message | None = None,
+    new: bool = False,
 ) -> tuple[Message, Any]:
-    """The `streaming` reply row (inserted with `after`, the user message, in one
-    statement), its pending picture for an image request, and the dialogue's activity
-    bumped: the writes every turn shares."""
+    """The writes every turn shares, in a transaction of the caller: the busy check
+    with the dialogue's activity bump (`Busy`; not for a `new` dialogue), the
+    `streaming` reply row (inserted with `after`, the user message, in one
+    statement), and the pending picture of an image request."""
+    if not new:
+        _claim(dialogue)
     reply = Message(
         dialogue=dialogue,
         user_id=dialogue.owner_id,
@@ -181,7 +191,6 @@ def _pending_reply(
         picture = image_create_pending(
             message=reply, prompt=image["prompt"], size=image.get("size")
         )
-    Dialogue.objects.filter(pk=dialogue.pk).update(last_activity_at=timezone.now())
     return reply, picture
 
 
@@ -191,12 +200,14 @@ def _send_prepare(
     """The reads of a send in one database call: (the message already stored under
     this `client_id`, or the dialogue, the first message an edit replaces), after the
     daily quota."""
-    existing = selectors.message_find_by_client_id(user=user, client_id=client_id)
-    if existing is not None:
-        return existing, None, None
-    dialogue = None
-    if dialogue_id is not None:
-        dialogue = selectors.dialogue_get_for_user(dialogue_id=dialogue_id, user=user)
+    dup_id, dialogue, quota = selectors.send_context(
+        user=user, dialogue_id=dialogue_id, client_id=client_id
+    )
+    if dup_id is not None:
+        # A resend: the full message (rare) is read only then.
+        existing = selectors.message_find_by_client_id(user=user, client_id=client_id)
+        if existing is not None:
+            return existing, None, None
     replace_from = None
     if replace_last:
         if dialogue is None:
@@ -205,7 +216,7 @@ def _send_prepare(
         if last is None:
             raise MessageNotFound("There is no message to edit in this dialogue.")
         replace_from = last.pk
-    quota_check(user=user)
+    quota_check(user=user, override=quota)
     return None, dialogue, replace_from
 
 
@@ -285,7 +296,6 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
 
     def store() -> Turn:
         with transaction.atomic():
-            _ensure_idle(dialogue)
             Message.objects.filter(dialogue=dialogue, id__gt=last.pk).update(
                 replaced=True
             )

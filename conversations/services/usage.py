@@ -77,14 +77,18 @@ def usage_record_image(*, user: Any) -> None:
     _bump(user.pk, images=1)
 
 
-def quota_limits(*, user: Any) -> dict[str, int | None]:
-    """{"daily_tokens", "daily_messages"}; None means unlimited."""
-    override: dict[str, Any] = dict(
-        UserQuota.objects.filter(user_id=user.pk)
-        .values("daily_tokens", "daily_messages")
-        .first()
-        or {}
-    )
+def quota_limits(
+    *, user: Any, override: dict[str, Any] | None = None
+) -> dict[str, int | None]:
+    """{"daily_tokens", "daily_messages"}; None means unlimited. `override`: the
+    user's UserQuota values when already read."""
+    if override is None:
+        override = dict(
+            UserQuota.objects.filter(user_id=user.pk)
+            .values("daily_tokens", "daily_messages")
+            .first()
+            or {}
+        )
     limits: dict[str, int | None] = {}
     for name, default in (
         ("daily_tokens", settings.QUOTA_DAILY_TOKENS),
@@ -103,10 +107,11 @@ def _today_row(user: Any) -> dict[str, int]:
     return {name: int(row[name]) if row else 0 for name in fields}
 
 
-def quota_check(*, user: Any) -> None:
+def quota_check(*, user: Any, override: dict[str, Any] | None = None) -> None:
     """Raise QuotaExceeded (with `reset_at`) when today's tokens or replies reached the
-    user's limit. Two small queries; one when no quota applies."""
-    limits = quota_limits(user=user)
+    user's limit. Two small queries; one when no quota applies (none when the
+    override was read already)."""
+    limits = quota_limits(user=user, override=override)
     if limits["daily_tokens"] is None and limits["daily_messages"] is None:
         return
     today = _today_row(user)
