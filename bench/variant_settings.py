@@ -104,3 +104,45 @@ if os.environ.get("BENCH_YAPPI"):
             )
 
     threading.Thread(target=_yappi, daemon=True).start()
+
+if os.environ.get("BENCH_GC_STATS"):
+    # Time spent in the cyclic garbage collector, per generation, written every 2 s.
+    import gc
+    import json
+    import threading
+    import time as _time
+
+    _gc = {"start": 0.0, "seconds": [0.0, 0.0, 0.0], "count": [0, 0, 0], "max": 0.0}
+
+    def _gc_callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            _gc["start"] = _time.perf_counter()
+        else:
+            spent = _time.perf_counter() - _gc["start"]
+            _gc["seconds"][info["generation"]] += spent
+            _gc["count"][info["generation"]] += 1
+            _gc["max"] = max(_gc["max"], spent)
+
+    gc.callbacks.append(_gc_callback)
+
+    def _gc_write() -> None:
+        while True:
+            _time.sleep(2)
+            _gc["objects"] = [len(gc.get_objects(g)) for g in range(3)]
+            _gc["frozen"] = gc.get_freeze_count()
+            with open(os.environ["BENCH_GC_STATS"], "w") as out:
+                json.dump(_gc, out)
+
+    threading.Thread(target=_gc_write, daemon=True).start()
+
+if os.environ.get("BENCH_GC_FREEZE"):
+    import gc
+    import threading
+    import time as _time
+
+    def _freeze() -> None:
+        _time.sleep(float(os.environ["BENCH_GC_FREEZE"]))
+        gc.collect()
+        gc.freeze()
+
+    threading.Thread(target=_freeze, daemon=True).start()

@@ -28,8 +28,16 @@ application = ProtocolTypeRouter(
         ),
     }
 )
-# Load the tokenizer tables (0.5-1.5 s) off the request path, before the first reply.
-threading.Thread(target=warm_up, name="tokenizer-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    warm_up()
+    serverperf.freeze_heap()
+
+
+# Load the tokenizer tables (0.5-1.5 s) off the request path, before the first reply;
+# then keep what the process holds for good out of the garbage collector's walks.
+threading.Thread(target=_warm_up, name="tokenizer-warm-up", daemon=True).start()
 # Cheaper frames through autobahn and twisted (chatsite/serverperf.py).
 serverperf.install()
 # Graceful shutdown on SIGTERM under daphne (chatsite/lifecycle.py).

@@ -52,6 +52,11 @@ def open_websockets() -> int:
     return len(_sockets)
 
 
+# Scope key of the socket's autobahn protocol under daphne: dialogue frames are
+# written to it directly (conversations.consumers.ChatConsumer.deliver).
+WS_PROTOCOL = "chatsite.ws_protocol"
+
+
 class _TrackWebsockets:
     """ASGI middleware: remembers each websocket's `send`, refuses new ones when
     draining (the handshake fails and the client tries again, landing elsewhere)."""
@@ -67,6 +72,9 @@ class _TrackWebsockets:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": SERVICE_RESTART})
             return
+        protocol = getattr(send, "args", (None,))[0]  # daphne: partial(handle_reply, p)
+        if hasattr(protocol, "sendMessage") and hasattr(protocol, "STATE_OPEN"):
+            scope = {**scope, WS_PROTOCOL: protocol}
         send = _with_any_close_code(send)
         key = id(scope)
         _sockets[key] = send

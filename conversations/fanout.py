@@ -34,10 +34,10 @@ SUBSCRIBE_CONFIRM_SECONDS = 3.0
 
 
 class Receiver(Protocol):
-    """A socket: `mid`/`seq` identify a delta (0 for other events), `text` is the
-    serialised frame, sent as it is."""
+    """A socket: `mid`/`seq` identify a delta (0 for other events), `data` is the
+    frame's text, serialised and UTF-8 encoded once for every socket."""
 
-    async def deliver(self, mid: int, seq: int, text: str) -> None: ...
+    async def deliver(self, mid: int, seq: int, data: bytes) -> None: ...
 
 
 class Hub:
@@ -73,14 +73,14 @@ class Hub:
             from .live import get_store
 
             await get_store().stream_append(mid, seq, delta)
-        await self.deliver_local(dialogue_id, mid, seq, text)
+        await self.deliver_local(dialogue_id, mid, seq, text.encode())
 
     async def deliver_local(
-        self, dialogue_id: int, mid: int, seq: int, text: str
+        self, dialogue_id: int, mid: int, seq: int, data: bytes
     ) -> None:
         for receiver in tuple(self.members.get(dialogue_id, ())):
             try:
-                await receiver.deliver(mid, seq, text)
+                await receiver.deliver(mid, seq, data)
             except Exception:  # one broken socket must not starve the others
                 log.warning("delivery to a socket failed", exc_info=True)
 
@@ -336,7 +336,7 @@ class RedisHub(Hub):
                 head, _, body = reply[2].partition(b"\n")
                 dialogue_id, mid, seq = (int(x) for x in head.split())
                 if dialogue_id in self.members:
-                    await self.deliver_local(dialogue_id, mid, seq, body.decode())
+                    await self.deliver_local(dialogue_id, mid, seq, body)
             elif kind == b"subscribe":
                 confirmation = self._confirming.pop(reply[1], None)
                 if confirmation is not None and not confirmation.done():

@@ -140,8 +140,14 @@ class OpenAIChatLLM:
                 if tools:
                     kwargs["tools"] = tools
             try:
+                # The body goes in as `extra_body`: the SDK's typed transform of the
+                # messages costs ~0.2 ms per message per request (4.8 ms for a
+                # 20-turn context, bench/README.md); these are plain JSON already.
                 async with self.client.chat.completions.with_streaming_response.create(
-                    model=model, messages=messages, stream=True, **kwargs
+                    model=model,
+                    messages=[],
+                    stream=True,
+                    extra_body={"messages": messages, **kwargs},
                 ) as response:
                     async for data in _sse_data(response.http_response):
                         if data == b"[DONE]":
