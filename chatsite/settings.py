@@ -271,8 +271,12 @@ CHAT_DELTA_WINDOW_MS = env.int("CHAT_DELTA_WINDOW_MS", default=40)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 # How long the final save of a reply is retried while the database is unreachable.
 CHAT_FINAL_SAVE_RETRY_SECONDS = env.float("CHAT_FINAL_SAVE_RETRY_SECONDS", default=30.0)
-# Threads (each with its own connection) for database calls from async code.
-CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=16)
+# Threads (each with its own connection) for database calls from async code. Few:
+# their ORM work holds the GIL, and more threads only delay the streams' frames.
+CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=4)
+# Sends being set up at once per process (storing, context, the model request);
+# more wait their turn, so a burst of sends delays first deltas, not running streams.
+CHAT_SEND_CONCURRENCY = env.int("CHAT_SEND_CONCURRENCY", default=2)
 CHAT_PAGE_SIZE = env.int("CHAT_PAGE_SIZE", default=50)
 # Daily quotas per user; 0 means unlimited. Overridable per user in the admin.
 QUOTA_DAILY_TOKENS = env.int("QUOTA_DAILY_TOKENS", default=0)

@@ -6,9 +6,12 @@ refused here ever reaches the model.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +52,46 @@ from .workers import dialogue_lock, get_worker
 log = logging.getLogger(__name__)
 
 MUTEX_SECONDS = 30  # longer than any insert; expires by itself if a process dies
+
+# The longest a send waits for its turn to be set up: a slot held long (a context
+# summarised by the model first) must not hold the others back.
+SEND_GATE_WAIT_SECONDS = 2.0
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.asynccontextmanager
+async def send_gate() -> AsyncIterator[None]:
+    """At most CHAT_SEND_CONCURRENCY sends of this process in their setup (store,
+    context) at once. A send costs milliseconds of CPU; a burst of them let through
+    at once starves the streams already running, whose frames then arrive late.
+    Gated, the burst queues here and only first deltas wait (at most
+    SEND_GATE_WAIT_SECONDS, then the send goes ahead anyway)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(settings.CHAT_SEND_CONCURRENCY)
+    try:
+        async with asyncio.timeout(SEND_GATE_WAIT_SECONDS):
+            await gate.acquire()
+    except TimeoutError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        gate.release()
+
+
+def _gated(func: Callable[..., Awaitable[Turn]]) -> Callable[..., Awaitable[Turn]]:
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> Turn:
+        async with send_gate():
+            return await func(*args, **kwargs)
+
+    return run
 
 
 @dataclass
@@ -220,6 +263,7 @@ def _send_prepare(
     return None, dialogue, replace_from
 
 
+@_gated
 async def message_send(
     *,
     user: Any,
@@ -283,6 +327,7 @@ async def message_send(
         )
 
 
+@_gated
 async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
     """Answer the last user message again; earlier answers to it stay, marked replaced."""
     dialogue = await db_async(selectors.dialogue_get_for_user)(
@@ -332,44 +377,49 @@ async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
     worker.spawn(turn.reply.pk, control, coro)
 
 
-async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
+async def _reply_setup(
+    turn: Turn, llm: ChatLLM, store: Any, worker: Any
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Before the model is asked: the live state, `reply.started`, the context."""
     from .context import context_build
 
+    dialogue, reply = turn.dialogue, turn.reply
+    assert reply is not None
+    try:
+        await store.stream_start(reply.pk, worker.channel)
+    except Exception:
+        log.warning("no live state for reply %s", reply.pk, exc_info=True)
+    await broadcast(
+        dialogue.pk,
+        {
+            "type": "reply.started",
+            "dialogue": dialogue.pk,
+            "message": message_dict(reply, images=[]),
+        },
+    )
+    try:
+        context = await context_build(
+            dialogue=dialogue,
+            model=resolve_model(reply.model),
+            llm=llm,
+            upto_message_id=reply.pk,
+        )
+        return context.messages, context.report.get("used_tokens")
+    except Exception:
+        log.exception("context build failed for dialogue %s", dialogue.pk)
+        content = turn.message.content if turn.message else ""
+        return [{"role": "user", "content": content}], None
+
+
+async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
     dialogue, reply = turn.dialogue, turn.reply
     assert reply is not None
     store = get_store()
     worker = get_worker()
     try:
-        try:
-            await store.stream_start(reply.pk, worker.channel)
-        except Exception:
-            log.warning("no live state for reply %s", reply.pk, exc_info=True)
-        await broadcast(
-            dialogue.pk,
-            {
-                "type": "reply.started",
-                "dialogue": dialogue.pk,
-                "message": message_dict(reply, images=[]),
-            },
-        )
+        async with send_gate():
+            messages, prompt_tokens = await _reply_setup(turn, llm, store, worker)
         spec = resolve_model(reply.model)
-        try:
-            context = await context_build(
-                dialogue=dialogue, model=spec, llm=llm, upto_message_id=reply.pk
-            )
-            messages, prompt_tokens = (
-                context.messages,
-                context.report.get("used_tokens"),
-            )
-        except Exception:
-            log.exception("context build failed for dialogue %s", dialogue.pk)
-            prompt_tokens = None
-            messages = [
-                {
-                    "role": "user",
-                    "content": turn.message.content if turn.message else "",
-                }
-            ]
         tools, handler = _image_tool(reply)
         completed = False
         async for event in reply_stream(
