@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -47,6 +48,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=1012)  # restarting: reconnect to another process
         else:
             await get_worker().ensure_started()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch, without its `aclose_old_connections` before every frame
+        (a thread hop each): this consumer reaches the database only through
+        `db_async`, whose pool threads recycle their own connections."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         hub = get_hub()
