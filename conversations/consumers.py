@@ -41,6 +41,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.floors: dict[int, int] = {}
         # Events that arrive while a dialogue is being opened wait for its state.
         self.held: list[tuple[int, int, bytes]] | None = None
+        self.ws_protocol = self.scope.get(lifecycle.WS_PROTOCOL)
         await self.accept()
         if not self.scope["user"].is_authenticated:
             await self.close(code=4401)
@@ -117,7 +118,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             floor = self.floors.get(mid)
             if floor is not None and seq <= floor:
                 return
-        protocol = self.scope.get(lifecycle.WS_PROTOCOL)
+        protocol = self.ws_protocol
         if protocol is None:
             await self.base_send({"type": "websocket.send", "text": data.decode()})
         elif protocol.state == protocol.STATE_OPEN:

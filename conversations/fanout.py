@@ -70,9 +70,11 @@ class Hub:
         live text of message `mid` as its `seq`. `wait=False` returns before Redis
         has it (the order of publications is kept either way)."""
         if delta is not None:
-            from .live import get_store
+            from .live import MemoryStore, get_store
 
-            await get_store().stream_append(mid, seq, delta)
+            store = get_store()
+            assert isinstance(store, MemoryStore)  # Redis: RedisHub appends
+            await store.stream_append(mid, seq, delta)
         await self.deliver_local(dialogue_id, mid, seq, text.encode())
 
     async def deliver_local(
@@ -244,27 +246,20 @@ class RedisHub(Hub):
             writer.write(command)
             self._replies.append(None)
             return
-        if writer is None:
-            writer = await self._pub.ready()
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        writer.write(command)
-        self._replies.append(done)
-        async with asyncio.timeout(self.PUBLISH_TIMEOUT):
-            await done
+        await self._request(command)
 
     async def call(self, *args: bytes | str | int) -> Any:
         """Any Redis command over the publishing connection (pipelined with the
         frames, no pool checkout): the live store's hot commands use it."""
+        return await self._request(
+            _command(*(a if type(a) is bytes else str(a).encode() for a in args))  # type: ignore[misc]
+        )
+
+    async def _request(self, command: bytes) -> Any:
+        """Write `command` on the publishing connection and wait for its reply."""
         writer = self._pub.writer or await self._pub.ready()
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        writer.write(
-            _command(
-                *(
-                    a if type(a) is bytes else str(a).encode()  # type: ignore[misc]
-                    for a in args
-                )
-            )
-        )
+        writer.write(command)
         self._replies.append(done)
         async with asyncio.timeout(self.PUBLISH_TIMEOUT):
             return await done

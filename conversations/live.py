@@ -69,7 +69,6 @@ class Snapshot:
 
 class LiveStore(Protocol):
     async def stream_start(self, message_id: int, owner: str) -> None: ...
-    async def stream_append(self, message_id: int, seq: int, delta: str) -> None: ...
     async def stream_finish(self, message_id: int) -> None: ...
     async def snapshot(self, message_id: int) -> Snapshot | None: ...
     async def lock(self, key: str, token: str, ttl: float) -> bool: ...
@@ -203,11 +202,6 @@ class RedisStore:
             "EVAL", _START, 1, f"{self.p}:s:{message_id}", owner, STREAM_TTL
         )
 
-    async def stream_append(self, message_id: int, seq: int, delta: str) -> None:
-        # Text and seq change together (MULTI), so a reader never sees one without
-        # the other: the basis of exact resume (protocol guarantee 2).
-        await self.r.eval(_APPEND, 1, f"{self.p}:s:{message_id}", delta, seq)
-
     async def stream_finish(self, message_id: int) -> None:
         # Only a stream that started is marked done: never create a key for one that
         # didn't (ids can come back, e.g. in a fresh test database).
@@ -261,11 +255,6 @@ class RedisStore:
         await self.r.delete(f"{self.p}:w:{worker}")
 
 
-_APPEND = """
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-redis.call('hset', KEYS[1], 'q', ARGV[2])
-return redis.call('append', KEYS[1] .. ':t', ARGV[1])
-"""
 _START = """
 redis.call('del', KEYS[1])
 redis.call('hset', KEYS[1], 'q', 0, 'o', ARGV[1], 'd', 0)

@@ -14,14 +14,19 @@ from .exceptions import BadRequest, DialogueNotFound, PresetNotFound
 from .models import Dialogue, Message, Preset, UsageDaily, UserQuota
 
 
-def dialogue_get_for_user(*, dialogue_id: Any, user: Any) -> Dialogue:
-    """The user's dialogue; `DialogueNotFound` for a missing one and a foreign one alike."""
+def _check_dialogue_id(dialogue_id: Any) -> None:
+    """Only a positive integer can name a dialogue; anything else is not found."""
     if (
         not isinstance(dialogue_id, int)
         or isinstance(dialogue_id, bool)
         or dialogue_id <= 0
     ):
         raise DialogueNotFound()
+
+
+def dialogue_get_for_user(*, dialogue_id: Any, user: Any) -> Dialogue:
+    """The user's dialogue; `DialogueNotFound` for a missing one and a foreign one alike."""
+    _check_dialogue_id(dialogue_id)
     try:
         return Dialogue.objects.get(pk=dialogue_id, owner=user)
     except Dialogue.DoesNotExist:
@@ -47,12 +52,7 @@ def send_context(
             )
             dup_id, tokens, messages = cursor.fetchone()
         return dup_id, None, {"daily_tokens": tokens, "daily_messages": messages}
-    if (
-        not isinstance(dialogue_id, int)
-        or isinstance(dialogue_id, bool)
-        or dialogue_id <= 0
-    ):
-        raise DialogueNotFound()
+    _check_dialogue_id(dialogue_id)
     dialogue_table = connection.ops.quote_name(Dialogue._meta.db_table)
     rows = list(
         Dialogue.objects.raw(
