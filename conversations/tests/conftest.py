@@ -17,6 +17,8 @@ from django.test import Client
 from imaging.tests.conftest import moto_endpoint, storage  # noqa: F401
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
+# The handshake's Host: the origin must be exactly the URL the socket is opened on.
+HOST = (b"host", b"127.0.0.1")
 
 
 @database_sync_to_async
@@ -62,7 +64,7 @@ async def open_socket(
 ) -> AsyncIterator[Socket]:
     from chatsite.asgi import application
 
-    headers = [origin] if origin else []
+    headers = [HOST, origin] if origin else [HOST]
     if user is not None:
         headers.append(
             (

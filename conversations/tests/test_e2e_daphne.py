@@ -32,12 +32,11 @@ def login_cookie(user) -> str:
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
-def connect(server, cookie=None, origin="http://127.0.0.1"):
-    headers = {}
+def connect(server, cookie=None, origin=None):
+    """A websocket to `server`, from a page of the server's own origin by default."""
+    headers = {"Origin": origin or server.http_url}
     if cookie:
         headers["Cookie"] = cookie
-    if origin:
-        headers["Origin"] = origin
     return websockets.connect(server.ws_url, additional_headers=headers, max_size=2**22)
 
 

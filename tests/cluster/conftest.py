@@ -248,7 +248,8 @@ class Client:
         ws = await connect(
             url,
             additional_headers={"Cookie": cookie},
-            origin="http://127.0.0.1",
+            # the page's origin: the scheme, host and port the socket is opened on
+            origin=url.replace("ws", "http", 1).partition("/ws/")[0],
             open_timeout=10,
             ping_interval=None,
         )
