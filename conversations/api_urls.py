@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api_views
+from . import api_views, share_views
 
 urlpatterns = [
     path("dialogues/", api_views.dialogues, name="api-dialogues"),
@@ -24,6 +24,13 @@ urlpatterns = [
         api_views.dialogue_context,
         name="api-dialogue-context",
     ),
+    path(
+        "dialogues/<int:dialogue_id>/shares/",
+        share_views.dialogue_shares,
+        name="api-dialogue-shares",
+    ),
+    path("shares/", share_views.shares, name="api-shares"),
+    path("shares/<int:share_id>/", share_views.share_detail, name="api-share"),
     path("presets/", api_views.presets, name="api-presets"),
     path("presets/<int:preset_id>/", api_views.preset_detail, name="api-preset"),
     path("models/", api_views.models, name="api-models"),

@@ -71,3 +71,8 @@ class LLMError(ChatError):
 class PresetNotFound(ChatError):
     code = "not_found"
     default_message = "No such preset."
+
+
+class ShareNotFound(ChatError):
+    code = "not_found"
+    default_message = "No such share link."

@@ -224,3 +224,38 @@ class TranscriptView(models.Model):
 
     def __str__(self) -> str:
         return f"{self.viewer_id} viewed {self.dialogue_repr}"
+
+
+class Share(models.Model):
+    """A read-only snapshot link of a dialogue, up to a chosen message.
+
+    The snapshot is the list of message ids on the path to that message when the
+    link was made: later turns, edits and branches never show through it. Revoking
+    keeps the row (staff see who shared what), the link answers 404 from then on.
+    """
+
+    token = models.CharField(max_length=64, unique=True)
+    dialogue = models.ForeignKey(
+        Dialogue, on_delete=models.CASCADE, related_name="shares"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_shares"
+    )
+    upto_message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="+"
+    )
+    title = models.CharField(max_length=200, blank=True, default="")
+    message_ids = models.JSONField(default=list)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["dialogue", "-created_at"], name="share_dialogue_idx"),
+            models.Index(fields=["owner", "-created_at"], name="share_owner_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"share {self.token[:8]}… of dialogue {self.dialogue_id}"

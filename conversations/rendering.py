@@ -10,6 +10,8 @@ loads anything from another host.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import nh3
 from django.utils.safestring import SafeString, mark_safe
@@ -34,14 +36,21 @@ ALLOWED_ATTRIBUTES = {
     "code": {"class"},  # "language-python" from fenced blocks
 }
 # An image path on this site: /images/<id>/ and nothing that could leave it.
-_OWN_IMAGE = re.compile(r"^/images/\d+/(?:\?[\w=&]*)?$")
+_OWN_IMAGE = re.compile(r"^/images/(\d+)/(?:\?[\w=&]*)?$")
+# The same image seen through a share link (conversations/share_views.py).
+_SHARED_IMAGE = re.compile(r"^/s/[\w-]+/images/\d+/$")
 
 
 def _render_image(self, tokens, idx, options, env) -> str:
     """Our own images render; any other becomes a link, so nothing loads by itself."""
     token = tokens[idx]
     src = str(token.attrGet("src") or "")
-    if _OWN_IMAGE.match(src):
+    own = _OWN_IMAGE.match(src)
+    image_src = env.get("image_src")
+    if own and image_src is None:
+        return self.image(tokens, idx, options, env)
+    if own and (mapped := image_src(int(own.group(1)))):
+        token.attrSet("src", mapped)
         return self.image(tokens, idx, options, env)
     alt = self.renderInlineAsText(token.children or [], options, env)
     return f'<a href="{escapeHtml(src)}">image: {escapeHtml(alt)}</a>'
@@ -53,6 +62,16 @@ _md.add_render_rule("image", _render_image)
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
     if tag == "img" and attr == "src":
         return value if _OWN_IMAGE.match(value) else None
+    return _common_filter(tag, attr, value)
+
+
+def _shared_attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    if tag == "img" and attr == "src":
+        return value if _SHARED_IMAGE.match(value) else None
+    return _common_filter(tag, attr, value)
+
+
+def _common_filter(tag: str, attr: str, value: str) -> str | None:
     if tag == "a" and attr == "href" and value.startswith("//"):
         return None  # protocol-relative: another host with no scheme to check
     if tag == "code" and attr == "class":
@@ -60,19 +79,33 @@ def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
     return value
 
 
-_cleaner = nh3.Cleaner(
-    tags=ALLOWED_TAGS,
-    clean_content_tags={"script", "style"},
-    attributes=ALLOWED_ATTRIBUTES,
-    attribute_filter=_attribute_filter,
-    url_schemes={"http", "https", "mailto"},
-    link_rel="noopener nofollow",
-    strip_comments=True,
-)
+def _cleaner_for(attribute_filter: Callable[[str, str, str], str | None]) -> Any:
+    return nh3.Cleaner(
+        tags=ALLOWED_TAGS,
+        clean_content_tags={"script", "style"},
+        attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=attribute_filter,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener nofollow",
+        strip_comments=True,
+    )
 
 
-def render_markdown(text: str) -> SafeString:
-    """Markdown source to HTML that is safe to insert into a page as is."""
+_cleaner = _cleaner_for(_attribute_filter)
+_shared_cleaner = _cleaner_for(_shared_attribute_filter)
+
+
+def render_markdown(
+    text: str, *, image_src: Callable[[int], str | None] | None = None
+) -> SafeString:
+    """Markdown source to HTML that is safe to insert into a page as is.
+
+    `image_src` (a shared page) maps the id of one of our images to the URL the
+    page may show it under, or None: that image then becomes a plain link.
+    """
     if not text:
         return mark_safe("")
-    return mark_safe(_cleaner.clean(_md.render(text)))  # noqa: S308 - sanitised above
+    if image_src is None:
+        return mark_safe(_cleaner.clean(_md.render(text)))  # noqa: S308 - sanitised above
+    html = _md.render(text, {"image_src": image_src})
+    return mark_safe(_shared_cleaner.clean(html))  # noqa: S308 - sanitised above

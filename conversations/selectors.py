@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,8 +11,8 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Greatest, Lower, StrIndex, Substr
 
-from .exceptions import BadRequest, DialogueNotFound, PresetNotFound
-from .models import Dialogue, Message, Preset, UsageDaily, UserQuota
+from .exceptions import BadRequest, DialogueNotFound, PresetNotFound, ShareNotFound
+from .models import Dialogue, Message, Preset, Share, UsageDaily, UserQuota
 
 
 def _check_dialogue_id(dialogue_id: Any) -> None:
@@ -209,3 +210,65 @@ def usage_for_user(*, user: Any, days: int = 14) -> list[dict[str, Any]]:
         .order_by("day")
         .values("day", "messages", "prompt_tokens", "completion_tokens", "images")
     ]
+
+
+# --- Share links (conversations/services/shares.py) -----------------------------------
+
+_SHARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def share_list_for_user(*, user: Any, dialogue: Dialogue | None = None) -> list[Share]:
+    """The user's links, newest first, revoked ones included; of one dialogue if given."""
+    qs = Share.objects.filter(owner=user)
+    if dialogue is not None:
+        qs = qs.filter(dialogue=dialogue)
+    return list(qs.order_by("-created_at", "-id"))
+
+
+def share_get_for_user(*, share_id: Any, user: Any) -> Share:
+    """The user's link; `ShareNotFound` for a missing one and a foreign one alike."""
+    if not isinstance(share_id, int) or isinstance(share_id, bool) or share_id <= 0:
+        raise ShareNotFound()
+    try:
+        return Share.objects.get(pk=share_id, owner=user)
+    except Share.DoesNotExist:
+        raise ShareNotFound() from None
+
+
+def share_get_public(*, token: str) -> Share:
+    """The live link with this token, for anyone; revoked and unknown alike are
+    `ShareNotFound`."""
+    if not _SHARE_TOKEN.fullmatch(token or ""):
+        raise ShareNotFound()
+    try:
+        return Share.objects.get(token=token, revoked_at__isnull=True)
+    except Share.DoesNotExist:
+        raise ShareNotFound() from None
+
+
+def share_messages(*, share: Share) -> list[Message]:
+    """The snapshot's messages in the order they were shared, images prefetched:
+    two queries whatever its length."""
+    order = {pk: i for i, pk in enumerate(share.message_ids)}
+    rows = Message.objects.filter(
+        dialogue_id=share.dialogue_id, pk__in=list(order)
+    ).prefetch_related("images")
+    return sorted(rows, key=lambda m: order[m.pk])
+
+
+def share_image(*, share: Share, image_id: int) -> Any:
+    """An image of a message in the snapshot; `ShareNotFound` for any other."""
+    from imaging.models import GeneratedImage
+
+    image = (
+        GeneratedImage.objects.filter(
+            pk=image_id,
+            message_id__in=list(share.message_ids),
+            message__dialogue_id=share.dialogue_id,
+        )
+        .exclude(storage_key="")
+        .first()
+    )
+    if image is None:
+        raise ShareNotFound()
+    return image

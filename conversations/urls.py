@@ -1,10 +1,16 @@
 from django.urls import path
 
-from . import review_views, views
+from . import review_views, share_views, views
 
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("d/<int:dialogue_id>/", views.chat_dialogue, name="chat-dialogue"),
+    path("s/<str:token>/", share_views.shared_dialogue, name="share"),
+    path(
+        "s/<str:token>/images/<int:image_id>/",
+        share_views.shared_image,
+        name="share-image",
+    ),
     path(
         "api/messages/<int:message_id>/report/",
         review_views.message_report_view,

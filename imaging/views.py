@@ -20,6 +20,7 @@ from storages.backends.s3 import S3Storage
 
 from .exceptions import ImageNotFound
 from .generators import EXTENSIONS
+from .models import GeneratedImage
 from .selectors import image_get_for_user
 
 # Served inline only as these; anything else would be sniffable HTML/SVG.
@@ -33,6 +34,12 @@ def image_file(request: HttpRequest, pk: int) -> HttpResponseBase:
         image = image_get_for_user(image_id=pk, user=request.user)
     except ImageNotFound:
         raise Http404("No such image.") from None
+    return image_response(request, image)
+
+
+def image_response(request: HttpRequest, image: GeneratedImage) -> HttpResponseBase:
+    """The bytes (or a signed link) of an image the caller has allowed the viewer to
+    see: the owner's view above, or a share link's."""
     if not image.storage_key:
         raise Http404("No such image.")
     content_type = image.content_type if image.content_type in SAFE_TYPES else ""

@@ -7,4 +7,4 @@ title, counts) but no message text, anywhere. List pages annotate their counts w
 correlated subqueries, so a page costs the same few queries however large the tables.
 """
 
-from . import dialogues, messages, review, usage  # noqa: F401 - each module registers its admins
+from . import dialogues, messages, review, shares, usage  # noqa: F401 - each module registers its admins

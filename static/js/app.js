@@ -9,6 +9,7 @@ import { Outbox, newClientId } from "./outbox.js";
 import { ReportDialog } from "./report.js";
 import { dialogueFromLocation, showInUrl } from "./route.js";
 import { SettingsPanel } from "./settings.js";
+import { ShareDialog } from "./share.js";
 import { Sidebar, dialogueTitle } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
 
@@ -774,6 +775,7 @@ window.addEventListener("popstate", () => {
 // --- Start ---------------------------------------------------------------------------
 
 const reports = new ReportDialog();
+new ShareDialog({ getDialogueId: () => current, onError: (err) => showError(err) });
 current = dialogueFromLocation(); // a string id, as key() makes them, or null
 showInUrl(current, { replace: true });
 showTitle();
