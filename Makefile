@@ -32,6 +32,8 @@ migrate: $(VENV)/.installed ## apply database migrations
 	$(BIN)/python manage.py migrate --noinput
 
 run: $(VENV)/.installed ## set up and serve the site on http://127.0.0.1:8000
+	@# the server refuses a public secret key with DEBUG off: give .env a generated one
+	$(BIN)/python -m chatsite.secretkey
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	@echo

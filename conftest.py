@@ -4,6 +4,7 @@ and real daphne processes for end-to-end tests."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 
 from tests.factories import DialogueFactory, UserFactory
 
@@ -23,7 +25,17 @@ BASE_DIR = Path(__file__).resolve().parent
 # stale key from an earlier run must not look like a reply in flight. Daphne
 # subprocesses inherit it, so they share the run's namespace.
 os.environ.setdefault("CHAT_LIVE_PREFIX", f"test-{uuid.uuid4().hex[:12]}")
+# DEBUG is off in tests, and the site refuses to serve on a public key: one key per
+# run, inherited by daphne subprocesses, so sessions made here are valid there.
+os.environ.setdefault("DJANGO_SECRET_KEY", f"test-{secrets.token_urlsafe(40)}")
 PASSWORD = "correct-horse-battery-42"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _secret_key():
+    """Settings were read before this file (pytest-django loads them first)."""
+    with override_settings(SECRET_KEY=os.environ["DJANGO_SECRET_KEY"]):
+        yield
 
 
 @pytest.fixture(autouse=True)

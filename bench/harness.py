@@ -9,6 +9,7 @@ import asyncio
 import collections
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,8 @@ def server(
     extra_env: dict[str, str] | None = None,
 ):
     """`procs` daphne processes (and nginx in front when `through_nginx`)."""
+    # Sessions made here (django_setup) must validate on the servers: one key.
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     root = Path(f"/tmp/chatsite-bench-cluster-{os.getpid()}")
     cluster = Cluster(
         root=root,

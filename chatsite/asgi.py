@@ -9,6 +9,14 @@ import threading
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+
+from django.conf import settings  # noqa: E402
+
+from chatsite.secretkey import refusal  # noqa: E402
+
+# No serving on a key published with the code (one line, no traceback).
+if reason := refusal(key=settings.SECRET_KEY, debug=settings.DEBUG):
+    raise SystemExit(reason)
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 

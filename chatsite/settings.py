@@ -9,7 +9,7 @@ from pathlib import Path
 
 import environ
 
-from chatsite import redisconf
+from chatsite import redisconf, secretkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,9 +17,9 @@ env = environ.Env()
 # An operator's environment wins over the file; the file is a convenience for dev.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-SECRET_KEY = env.str(
-    "DJANGO_SECRET_KEY", default="insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
-)
+# No usable default: without DJANGO_SECRET_KEY only DEBUG runs (on a public key);
+# otherwise the server refuses to start (chatsite/secretkey.py).
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or secretkey.DEV_SECRET_KEY
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]
@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "storages",
+    "chatsite.apps.ChatsiteConfig",  # the project's system checks
     "conversations",
     "imaging",
 ]

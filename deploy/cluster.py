@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -230,12 +231,23 @@ class Cluster:
             **os.environ,
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
+            # The site refuses to serve on a public key: the caller's, or one kept here.
+            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY")
+            or self.local_secret_key(),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DJANGO_CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{self.port},http://localhost:{self.port}",
             "HEALTHZ_DETAIL": "true",
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
+
+    def local_secret_key(self) -> str:
+        path = self.root / "secret_key"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(50))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self, *, prepare: bool = True, migrate: bool = True) -> None:
