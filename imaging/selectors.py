@@ -17,13 +17,17 @@ from .models import GeneratedImage
 STALE_PENDING = timedelta(minutes=15)
 
 
-def image_get_for_user(*, image_id: int, user: Any) -> GeneratedImage:
-    """The image if `user` owns its dialogue or is staff; else ImageNotFound.
+# The transcript rule: who may read someone else's dialogue may see its pictures.
+REVIEW_PERM = "conversations.review_dialogue"
 
-    A missing image and another user's image are indistinguishable.
+
+def image_get_for_user(*, image_id: int, user: Any) -> GeneratedImage:
+    """The image if `user` owns its dialogue, or is staff with the review permission
+    (such views are audited by the caller, as transcript views are); else
+    ImageNotFound. A missing image and another user's image are indistinguishable.
     """
     qs = GeneratedImage.objects.select_related("message__dialogue")
-    if not (user.is_active and user.is_staff):
+    if not (user.is_active and user.is_staff and user.has_perm(REVIEW_PERM)):
         qs = qs.filter(message__dialogue__owner=user)
     try:
         return qs.get(pk=image_id)

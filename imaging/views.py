@@ -1,4 +1,5 @@
-"""The one door to image files: only the dialogue's owner (or staff) gets through."""
+"""The one door to image files: only the dialogue's owner gets through, or staff with
+the review permission, whose every look is audited like a transcript view."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET
 from storages.backends.s3 import S3Storage
 
+from conversations.services.review import transcript_view_record
+
 from .exceptions import ImageNotFound
 from .generators import EXTENSIONS
 from .models import GeneratedImage
@@ -34,6 +37,11 @@ def image_file(request: HttpRequest, pk: int) -> HttpResponseBase:
         image = image_get_for_user(image_id=pk, user=request.user)
     except ImageNotFound:
         raise Http404("No such image.") from None
+    dialogue = image.message.dialogue
+    if image.storage_key and dialogue.owner_id != request.user.pk:
+        transcript_view_record(
+            viewer=request.user, dialogue=dialogue, via=f"image {image.pk}"
+        )
     return image_response(request, image)
 
 

@@ -127,10 +127,13 @@ def _dialogue_repr(dialogue: Dialogue, via: str = "") -> str:
     return f"#{dialogue.pk} {str(dialogue)[:200]}{suffix}"[:250]
 
 
-def transcript_view_record(*, viewer: Any, dialogue: Dialogue) -> TranscriptView:
-    """Audit one staff view of a transcript (who, what, when)."""
+def transcript_view_record(
+    *, viewer: Any, dialogue: Dialogue, via: str = ""
+) -> TranscriptView:
+    """Audit one staff view of a transcript (who, what, when); `via` ("image 12")
+    names what was seen when it was not the transcript page itself."""
     return TranscriptView.objects.create(
-        viewer=viewer, dialogue=dialogue, dialogue_repr=_dialogue_repr(dialogue)
+        viewer=viewer, dialogue=dialogue, dialogue_repr=_dialogue_repr(dialogue, via)
     )
 
 

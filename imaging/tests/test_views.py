@@ -3,9 +3,11 @@ import urllib.request
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from PIL import Image
 
+from conversations.models import TranscriptView
 from imaging import services
 from tests.factories import UserFactory
 
@@ -53,12 +55,51 @@ def test_another_user_gets_404_like_a_missing_image(
     assert foreign.content == missing.content
 
 
-def test_staff_may_fetch_any_image(storage, client, stored_image):
-    client.force_login(UserFactory(is_staff=True))
+def reviewer():
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(
+        Permission.objects.get(
+            codename="review_dialogue", content_type__app_label="conversations"
+        )
+    )
+    return staff
+
+
+def test_a_reviewer_may_fetch_any_image_and_each_look_is_audited(
+    storage, client, stored_image
+):
+    staff = reviewer()
+    client.force_login(staff)
 
     data, _ = fetch_image_bytes(client, stored_image)
 
     assert Image.open(io.BytesIO(data)).format == "PNG"
+    (row,) = TranscriptView.objects.all()
+    assert row.viewer == staff and row.dialogue == stored_image.message.dialogue
+    assert f"[image {stored_image.pk}]" in row.dialogue_repr
+
+
+def test_staff_without_the_review_permission_get_404_like_a_missing_image(
+    local_storage, client, stored_image
+):
+    client.force_login(UserFactory(is_staff=True))
+
+    foreign = client.get(reverse("image-file", args=[stored_image.pk]))
+    missing = client.get(reverse("image-file", args=[stored_image.pk + 1000]))
+
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.content == missing.content
+    assert not TranscriptView.objects.exists()
+
+
+def test_the_owner_looking_at_their_own_image_leaves_no_audit_row(
+    local_storage, client, user, stored_image
+):
+    client.force_login(user)
+
+    assert client.get(reverse("image-file", args=[stored_image.pk])).status_code == 200
+
+    assert not TranscriptView.objects.exists()
 
 
 def test_anonymous_visitors_are_sent_to_log_in(local_storage, client, stored_image):
