@@ -11,7 +11,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-browser lint format typecheck migrate cluster cluster-down bench clean
+.PHONY: help run test browser-deps lint format typecheck lock migrate cluster cluster-down bench bench-sweep bench-soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,13 @@ format: $(VENV)/.installed-dev ## apply ruff fixes and formatting
 
 typecheck: $(VENV)/.installed-dev ## mypy on services, selectors, gateways, consumers
 	$(BIN)/mypy
+
+# pip's config here may add local wheel folders; the lock must name only what the
+# public index serves, so it is compiled without them.
+LOCK := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras
+lock: $(VENV)/.installed-dev ## compile requirements*.in into hash-pinned requirements*.txt
+	$(LOCK) -o requirements.txt requirements.in
+	$(LOCK) -o requirements-dev.txt requirements-dev.in
 
 cluster: $(VENV)/.installed ## nginx on :8080 balancing CLUSTER_PROCS (2) daphne processes
 	$(BIN)/python deploy/cluster.py start --procs $${CLUSTER_PROCS:-2}
