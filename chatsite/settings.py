@@ -279,6 +279,9 @@ CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=4)
 # more wait their turn, so a burst of sends delays first deltas, not running streams.
 CHAT_SEND_CONCURRENCY = env.int("CHAT_SEND_CONCURRENCY", default=2)
 CHAT_PAGE_SIZE = env.int("CHAT_PAGE_SIZE", default=50)
+# --- Import (issue 18): the largest file a user may import, zip contents included.
+# Matches nginx's client_max_body_size (deploy/); the file is parsed in memory.
+CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=20_000_000)
 # Daily quotas per user; 0 means unlimited. Overridable per user in the admin.
 QUOTA_DAILY_TOKENS = env.int("QUOTA_DAILY_TOKENS", default=0)
 QUOTA_DAILY_MESSAGES = env.int("QUOTA_DAILY_MESSAGES", default=0)

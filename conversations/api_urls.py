@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api_views, share_views
+from . import api_views, import_views, share_views
 
 urlpatterns = [
     path("dialogues/", api_views.dialogues, name="api-dialogues"),
@@ -29,6 +29,7 @@ urlpatterns = [
         share_views.dialogue_shares,
         name="api-dialogue-shares",
     ),
+    path("imports/", import_views.imports, name="api-imports"),
     path("shares/", share_views.shares, name="api-shares"),
     path("shares/<int:share_id>/", share_views.share_detail, name="api-share"),
     path("presets/", api_views.presets, name="api-presets"),

@@ -22,6 +22,9 @@ class Dialogue(models.Model):
     summary_tokens = models.PositiveIntegerField(default=0)
     last_activity_at = models.DateTimeField(auto_now_add=True, db_index=True)
     flagged = models.BooleanField(default=False)
+    # Where an imported dialogue came from ("chatgpt:<conversation id>"), so importing
+    # the same file twice skips what is already here; empty for the others.
+    imported_from = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -31,6 +34,11 @@ class Dialogue(models.Model):
             models.Index(
                 fields=["owner", "-pinned", "-last_activity_at", "-id"],
                 name="dialogue_list_idx",
+            ),
+            models.Index(
+                fields=["owner", "imported_from"],
+                name="dialogue_import_idx",
+                condition=~Q(imported_from=""),
             ),
         ]
         permissions = [("review_dialogue", "Can review conversation transcripts")]
@@ -72,7 +80,15 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.CharField(max_length=40, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
-    # Edit-and-resend and regenerate keep the old turn as history, marked replaced.
+    # The message tree: a user message follows the reply it answers (None: the first
+    # turn), a reply the user message it answers. An edit makes a sibling of the
+    # edited message, a regenerate a sibling of the reply. A child's id is always
+    # larger than its parent's.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    # Off the dialogue's active branch: the messages not replaced are exactly the path
+    # shown and sent to the model (services/tree.py keeps this true).
     replaced = models.BooleanField(default=False)
     # The process generating a streaming reply, so a reaper can tell a dead one.
     worker = models.CharField(max_length=64, blank=True, default="")

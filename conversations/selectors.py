@@ -84,18 +84,53 @@ def send_context(
 def message_page(
     *, dialogue: Dialogue, before: int | None = None, limit: int | None = None
 ) -> tuple[list[Message], bool]:
-    """The newest `limit` messages before `before` (oldest first) and whether more exist.
+    """The newest `limit` messages of the active branch before `before` (oldest
+    first) and whether more exist; each carries `siblings` (message_siblings).
 
-    Two queries whatever the dialogue's length: the page (by the (dialogue, id) index)
-    and its images.
+    Three queries whatever the dialogue's length or number of branches: the page (by
+    the (dialogue, id) index over messages not replaced), its images, its siblings.
     """
     limit = limit or settings.CHAT_PAGE_SIZE
-    qs = Message.objects.filter(dialogue=dialogue)
+    qs = Message.objects.filter(dialogue=dialogue, replaced=False)
     if before is not None:
         qs = qs.filter(id__lt=before)
     rows = list(qs.order_by("-id").prefetch_related("images")[: limit + 1])
     has_more = len(rows) > limit
-    return rows[:limit][::-1], has_more
+    page = rows[:limit][::-1]
+    message_siblings(dialogue_id=dialogue.pk, messages=page)
+    return page, has_more
+
+
+def message_siblings(*, dialogue_id: int, messages: list[Message]) -> None:
+    """Set `siblings` on each message: the ids of it and its siblings (the other
+    children of its parent), oldest first. One query.
+
+    A first turn's siblings are the replaced user messages without a parent (edits
+    of the first message); messages stored before the tree existed and never
+    migrated have no parent and no replaced flag, so they stand alone.
+    """
+    if not messages:
+        return
+    parents = {m.parent_id for m in messages if m.parent_id is not None}
+    roots = any(m.parent_id is None and m.role == Message.Role.USER for m in messages)
+    where = Q(parent_id__in=parents)
+    if roots:
+        where |= Q(parent__isnull=True, role=Message.Role.USER, replaced=True)
+    children: dict[int | None, list[int]] = {}
+    if parents or roots:
+        rows = (
+            Message.objects.filter(where, dialogue_id=dialogue_id)
+            .order_by("id")
+            .values_list("id", "parent_id")
+        )
+        for pk, parent in rows:
+            children.setdefault(parent, []).append(pk)
+    for m in messages:
+        if m.parent_id is None and m.role != Message.Role.USER:
+            m.siblings = [m.pk]  # type: ignore[attr-defined]
+            continue
+        ids = set(children.get(m.parent_id, [])) | {m.pk}
+        m.siblings = sorted(ids)  # type: ignore[attr-defined]
 
 
 def message_find_by_client_id(*, user: Any, client_id: str) -> Message | None:

@@ -58,7 +58,7 @@ def message_dict(
             "prompt_tokens": message.prompt_tokens or 0,
             "completion_tokens": message.completion_tokens or 0,
         }
-    return {
+    data = {
         "id": message.pk,
         "dialogue": message.dialogue_id,
         "role": message.role,
@@ -76,4 +76,9 @@ def message_dict(
             else None
         ),
         "replaced": message.replaced,
+        "parent": message.parent_id,
     }
+    siblings = getattr(message, "siblings", None)
+    if siblings is not None:  # read with the page (selectors.message_siblings)
+        data["siblings"] = siblings
+    return data

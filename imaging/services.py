@@ -298,6 +298,16 @@ async def image_rerender(
     )
 
 
+def image_file_store(*, data: bytes, content_type: str) -> str:
+    """Store the bytes of a picture brought from elsewhere (an import); the key.
+
+    Only the types images are served as; the caller removes the file
+    (image_delete_files) if what it belongs to is not kept."""
+    if content_type not in EXTENSIONS:
+        raise ValueError(f"unsupported image type {content_type!r}")
+    return default_storage.save(_new_key(content_type), ContentFile(data))
+
+
 # --- Deleting ---------------------------------------------------------------------------
 
 

@@ -3,7 +3,6 @@ exports. Every change other tabs should see is broadcast after the commit."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
 from ..exceptions import BadRequest
 from ..models import Dialogue, Message, Preset
-from ..serializers import dialogue_dict, iso, message_dict
+from ..serializers import dialogue_dict, iso
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +290,8 @@ def dialogue_export_markdown(*, dialogue: Dialogue) -> str:
 
 
 def dialogue_export_json(*, dialogue: Dialogue) -> str:
-    """The whole dialogue as JSON: the protocol's dialogue and message objects."""
-    data = {
-        "format": "chatsite.dialogue.v1",
-        "exported_at": datetime.now(UTC).isoformat(),
-        "dialogue": dialogue_dict(dialogue),
-        "messages": [message_dict(m) for m in _export_messages(dialogue)],
-    }
-    return json.dumps(data, ensure_ascii=False, indent=2)
+    """The whole dialogue, every branch, as a file `dialogues_import` reads back
+    exactly (services/portable: format `chatsite.dialogue.v2`)."""
+    from .portable import dialogue_export_portable
+
+    return dialogue_export_portable(dialogue=dialogue)

@@ -451,14 +451,16 @@ def test_json_export_parses_and_holds_every_message_and_image(api, rich_dialogue
     assert data["dialogue"]["title"] == "Export me"
     assert data["dialogue"]["system_prompt"] == "Be exact."
     assert len(data["messages"]) == 5
-    by_id = {m["id"]: m for m in data["messages"]}
-    assert by_id[reply.pk]["content"].startswith("Here it is:")
-    assert by_id[reply.pk]["usage"] == {"prompt_tokens": 12, "completion_tokens": 20}
-    images = by_id[image.message_id]["images"]
-    assert (
-        images[0]["url"] == f"/images/{image.pk}/"
-        and images[0]["prompt"] == "a lighthouse at dusk"
-    )
+    by_content = {m["content"]: m for m in data["messages"]}
+    assert by_content[reply.content]["usage"] == {
+        "prompt_tokens": 12,
+        "completion_tokens": 20,
+    }
+    assert reply.content.startswith("Here it is:")
+    holder = Message.objects.get(pk=image.message_id)
+    images = by_content[holder.content]["images"]
+    assert images[0]["prompt"] == "a lighthouse at dusk"
+    assert images[0]["status"] == image.status
     assert all(m["created_at"] and m["role"] and m["status"] for m in data["messages"])
 
 

@@ -1,8 +1,9 @@
 // The chat page: keeps per-dialogue state keyed by dialogue id, applies protocol
 // frames (shared/protocol.md) to it and renders the open dialogue. Only a streaming
 // reply re-renders, at most once per animation frame.
-import { ApiError } from "./api.js";
+import { ApiError, api } from "./api.js";
 import { firstPaintTitle, showsFirstPaint } from "./firstpaint.js";
+import { ImportDialog } from "./import.js";
 import { _, fmt, longTime } from "./i18n.js";
 import { MessageView } from "./messages.js";
 import { Outbox, newClientId } from "./outbox.js";
@@ -776,6 +777,11 @@ window.addEventListener("popstate", () => {
 
 const reports = new ReportDialog();
 new ShareDialog({ getDialogueId: () => current, onError: (err) => showError(err) });
+new ImportDialog({
+  onImported: async (ids) => {
+    for (const id of ids) sidebar.upsert(await api("GET", `/api/dialogues/${id}/`));
+  },
+});
 current = dialogueFromLocation(); // a string id, as key() makes them, or null
 showInUrl(current, { replace: true });
 showTitle();
