@@ -32,9 +32,17 @@ PASSWORD = "correct-horse-battery-42"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _secret_key():
-    """Settings were read before this file (pytest-django loads them first)."""
-    with override_settings(SECRET_KEY=os.environ["DJANGO_SECRET_KEY"]):
+def _run_settings():
+    """The run's key and cache namespace (counters such as the sign-up throttle must
+    not carry over from an earlier run). Settings were read before this file:
+    pytest-django loads them first."""
+    from django.conf import settings
+
+    caches = {
+        name: {**cache, "KEY_PREFIX": os.environ["CHAT_LIVE_PREFIX"]}
+        for name, cache in settings.CACHES.items()
+    }
+    with override_settings(SECRET_KEY=os.environ["DJANGO_SECRET_KEY"], CACHES=caches):
         yield
 
 

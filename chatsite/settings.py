@@ -5,6 +5,7 @@ on one machine with nothing else installed: SQLite, the in-memory channel layer,
 local media and the offline demo model.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "storages",
+    "axes",  # failed log-in throttling and lock-outs
     "chatsite.apps.ChatsiteConfig",  # the project's system checks
     "conversations",
     "imaging",
@@ -52,6 +54,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chatsite.middleware.ContentSecurityPolicyMiddleware",
+    # Last: turns a locked-out log-in into the lock-out page (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -132,6 +136,15 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Counters every process must share (the sign-up throttle) live in Redis when it is set.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CHAT_LIVE_PREFIX,
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {
@@ -141,6 +154,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# --- Authentication throttling --------------------------------------------------------
+# django-axes counts failed log-ins per account and per address, each on its own
+# (the client address is REMOTE_ADDR: run daphne with --proxy-headers behind a proxy).
+# A lock lasts LOGIN_LOCKOUT_MINUTES (0: until staff lift it in the admin's "Access
+# attempts" or with `manage.py axes_reset`).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+_lockout_minutes = env.float("LOGIN_LOCKOUT_MINUTES", default=15.0)
+AXES_COOLOFF_TIME = timedelta(minutes=_lockout_minutes) if _lockout_minutes else None
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Off: "invite only", staff create accounts in the admin (Users > Add).
+SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=True)
+# Accounts created per client address per hour (0: no limit).
+SIGNUP_RATE_PER_HOUR = env.int("SIGNUP_RATE_PER_HOUR", default=10)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"

@@ -1,27 +1,57 @@
 """HTML pages: the chat page and sign-up. JSON endpoints live in `api_views`."""
 
+import time
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from .exceptions import DialogueNotFound
+from .exceptions import DialogueNotFound, RateLimited
 from .forms import SignUpForm
 from .models import Message
 from .rendering import render_markdown
 from .selectors import dialogue_get_for_user, message_page
 from .serializers import image_dict
+from .services.accounts import signup_throttle
+
+
+class LoginView(auth_views.LoginView):
+    """Django's log-in page (throttled by django-axes), linking to sign-up only
+    when it is open."""
+
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {
+            **super().get_context_data(**kwargs),
+            "signup_enabled": settings.SIGNUP_ENABLED,
+        }
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("chat")
+    if not settings.SIGNUP_ENABLED:
+        # Invite only: staff create accounts in the admin.
+        status = 403 if request.method == "POST" else 200
+        return render(request, "registration/signup_closed.html", status=status)
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        try:
+            signup_throttle(
+                address=request.META.get("REMOTE_ADDR", ""), now=time.time()
+            )
+        except RateLimited as exc:
+            form.add_error(None, exc.message)
+            return render(
+                request, "registration/signup.html", {"form": form}, status=429
+            )
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat")
