@@ -273,6 +273,13 @@ else:
 IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=20 * 1024 * 1024)
 # Provider URLs expire, so they are downloaded at once, within this time.
 IMAGE_DOWNLOAD_TIMEOUT = env.float("IMAGE_DOWNLOAD_TIMEOUT", default=30.0)
+# Provider URLs may only lead to public addresses (imaging/download.py). Optionally
+# only these hosts (`img.example.com`, `*.example.com`); and networks allowed although
+# private, for a provider on the operator's own network (e.g. 10.0.0.0/8).
+IMAGE_DOWNLOAD_HOSTS = env.list("IMAGE_DOWNLOAD_HOSTS", default=[])
+IMAGE_DOWNLOAD_ALLOWED_NETWORKS = env.list(
+    "IMAGE_DOWNLOAD_ALLOWED_NETWORKS", default=[]
+)
 # SDK retries on 429/5xx/timeouts; each try may take IMAGE_TIMEOUT, so keep it low.
 IMAGE_MAX_RETRIES = env.int("IMAGE_MAX_RETRIES", default=1)
 IMAGE_PROMPT_MAX_CHARS = env.int("IMAGE_PROMPT_MAX_CHARS", default=4000)

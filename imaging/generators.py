@@ -18,14 +18,15 @@ import colorsys
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx2
 import openai
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from .download import DownloadPolicy, DownloadRefused, download, parse_networks
 from .exceptions import ImageGenerationError
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ class OpenAIImageGenerator:
         max_retries: int,
         max_bytes: int,
         download_timeout: float,
+        download_hosts: Sequence[str] = (),
+        download_networks: Sequence[str] = (),
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
@@ -213,6 +216,12 @@ class OpenAIImageGenerator:
         self.max_retries = max_retries
         self.max_bytes = max_bytes
         self.download_timeout = download_timeout
+        self.download_policy = DownloadPolicy(
+            max_bytes=max_bytes,
+            timeout=download_timeout,
+            hosts=tuple(download_hosts),
+            allowed_networks=tuple(parse_networks(download_networks)),
+        )
 
     async def generate(self, *, prompt: str, size: str, model: str) -> GeneratedPicture:
         params: dict[str, Any] = {
@@ -268,51 +277,18 @@ class OpenAIImageGenerator:
             ) from exc
 
     async def _download(self, url: str) -> bytes:
-        """Fetch a provider URL now (they expire), bounded in size and time."""
+        """Fetch a provider URL now (they expire), through imaging/download.py: no
+        inward address on any hop, bounded in size and time, one error for all."""
         if url.startswith("data:"):
             return self._decode(url.partition(",")[2])
-        if not url.startswith(("https://", "http://")):
-            raise ImageGenerationError(
-                "upstream_error", "The image provider sent a bad link."
-            )
-        too_large = ImageGenerationError(
-            "invalid_image", "The generated image is too large."
-        )
-        failed = ImageGenerationError(
-            "upstream_error",
-            "The generated image could not be downloaded from the provider.",
-        )
-        chunks: list[bytes] = []
-        received = 0
         try:
-            async with (
-                asyncio.timeout(self.download_timeout),
-                httpx2.AsyncClient(
-                    timeout=self.download_timeout,
-                    follow_redirects=True,
-                    max_redirects=3,
-                ) as client,
-                client.stream("GET", url) as response,
-            ):
-                if response.status_code != 200:
-                    logger.warning("image download: HTTP %s", response.status_code)
-                    raise failed
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise too_large
-                async for chunk in response.aiter_bytes():
-                    received += len(chunk)
-                    if received > self.max_bytes:
-                        raise too_large
-                    chunks.append(chunk)
-        except TimeoutError as exc:
+            return await download(url, policy=self.download_policy)
+        except DownloadRefused as exc:
+            logger.warning("image download refused: %s", exc.reason)
             raise ImageGenerationError(
-                "timeout", "Downloading the generated image took too long."
+                "upstream_error",
+                "The generated image could not be downloaded from the provider.",
             ) from exc
-        except httpx2.HTTPError as exc:
-            logger.warning("image download failed: %r", exc)
-            raise failed from exc
-        return b"".join(chunks)
 
 
 # --- Offline demo -------------------------------------------------------------------------
@@ -434,4 +410,6 @@ def get_image_generator() -> ImageGenerator:
         max_retries=settings.IMAGE_MAX_RETRIES,
         max_bytes=settings.IMAGE_MAX_BYTES,
         download_timeout=settings.IMAGE_DOWNLOAD_TIMEOUT,
+        download_hosts=settings.IMAGE_DOWNLOAD_HOSTS,
+        download_networks=settings.IMAGE_DOWNLOAD_ALLOWED_NETWORKS,
     )

@@ -142,10 +142,12 @@ async def test_openai_generator_returns_the_providers_png(fake_openai):
     assert body["response_format"] == "b64_json"
 
 
-async def test_a_provider_url_is_downloaded_at_once(fake_openai):
+async def test_a_provider_url_is_downloaded_at_once(fake_openai, settings):
     # GPT image models refuse response_format, so none is sent; this provider then
-    # answers with a URL, which must be fetched before it expires.
+    # answers with a URL, which must be fetched before it expires. (The fake serves
+    # on loopback, which downloads may only reach when allowed: test_download.py.)
     fake_openai.configure(image_mode="url")
+    settings.IMAGE_DOWNLOAD_ALLOWED_NETWORKS = ["127.0.0.1/32"]
 
     picture = await get_image_generator().generate(
         prompt="a boat", size="1024x1024", model="gpt-image-1"
@@ -158,14 +160,16 @@ async def test_a_provider_url_is_downloaded_at_once(fake_openai):
 
 async def test_an_oversized_download_is_refused(fake_openai, settings):
     fake_openai.configure(image_mode="url")
+    settings.IMAGE_DOWNLOAD_ALLOWED_NETWORKS = ["127.0.0.1/32"]
     settings.IMAGE_MAX_BYTES = 100
 
     with pytest.raises(ImageGenerationError) as caught:
         await get_image_generator().generate(
             prompt="a boat", size="1024x1024", model="gpt-image-1"
         )
-    assert caught.value.code == "invalid_image"
-    assert "too large" in caught.value.message
+    # the one error of every refused download (imaging/download.py)
+    assert caught.value.code == "upstream_error"
+    assert "could not be downloaded" in caught.value.message
 
 
 async def test_a_content_policy_refusal_reads_as_such(fake_openai):
