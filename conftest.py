@@ -3,6 +3,8 @@ and real daphne processes for end-to-end tests."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import secrets
 import socket
@@ -15,7 +17,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 from django.test import override_settings
 
 from tests.factories import DialogueFactory, UserFactory
@@ -60,6 +63,22 @@ def _plain_static_storage(settings):
             "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         },
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_threads_closed(django_db_setup):
+    """The database executor's threads close their connections before the test
+    database is dropped."""
+    yield
+    from conversations.asyncdb import db_executor_shutdown
+
+    db_executor_shutdown()
+    # Async tests' ORM calls (`aget`, `database_sync_to_async`) run in asgiref's one
+    # thread for sync code, which outlives them: close its connection there.
+    asyncio.run(sync_to_async(connections.close_all)())
+    # Connections of threads that ended (a closed loop's default executor) close
+    # when collected.
+    gc.collect()
 
 
 @pytest.fixture

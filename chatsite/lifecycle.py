@@ -168,6 +168,11 @@ async def shutdown(*, grace: float) -> None:
     closed = await close_websockets()
     if closed:
         await asyncio.sleep(CLOSE_FLUSH_SECONDS)
+    from conversations.asyncdb import db_executor_shutdown
+
+    # Each database thread closes its connection (a thread of the default pool would
+    # leave it to the garbage collector).
+    await asyncio.to_thread(db_executor_shutdown)
     log.info("drained; exiting")
 
 

@@ -23,7 +23,7 @@ from . import protocol as p
 from .exceptions import ChatError
 from .fanout import get_hub
 from .serializers import dialogue_dict, message_dict
-from .services import messaging
+from .services import messaging, replies
 from .services.workers import accepting, get_worker
 
 log = logging.getLogger(__name__)
@@ -204,4 +204,4 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 }
             )
         else:
-            await messaging.turn_begin(turn)
+            await replies.turn_begin(turn)

@@ -73,7 +73,6 @@ class LiveStore(Protocol):
     async def snapshot(self, message_id: int) -> Snapshot | None: ...
     async def lock(self, key: str, token: str, ttl: float) -> bool: ...
     async def unlock(self, key: str, token: str) -> None: ...
-    async def refresh_lock(self, key: str, token: str, ttl: float) -> None: ...
     async def rate_hit(self, key: str, limit: int, window: int) -> int: ...
     async def heartbeat(self, worker: str) -> None: ...
     async def alive(self, workers: list[str]) -> set[str]: ...
@@ -125,10 +124,6 @@ class MemoryStore:
         if self.locks.get(key) == token:
             del self.locks[key]
 
-    async def refresh_lock(self, key: str, token: str, ttl: float) -> None:
-        if self.locks.get(key) == token:
-            self.expiry[("l", key)] = time.monotonic() + ttl
-
     async def rate_hit(self, key: str, limit: int, window: int) -> int:
         now = time.time()
         bucket = int(now // window)
@@ -149,10 +144,6 @@ class MemoryStore:
 
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-_REFRESH = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -230,11 +221,6 @@ class RedisStore:
 
     async def unlock(self, key: str, token: str) -> None:
         await self._call("EVAL", _UNLOCK, 1, f"{self.p}:l:{key}", token)
-
-    async def refresh_lock(self, key: str, token: str, ttl: float) -> None:
-        await self._call(
-            "EVAL", _REFRESH, 1, f"{self.p}:l:{key}", token, int(ttl * 1000)
-        )
 
     async def rate_hit(self, key: str, limit: int, window: int) -> int:
         now = time.time()

@@ -1,7 +1,7 @@
 """Use cases of the chat socket: send, open, history, stop, regenerate, edit, images.
 
-Each validates, stores, and hands generation to this process's `Worker`; nothing
-refused here ever reaches the model.
+Each validates and stores; a stored turn is then produced by the reply runner
+(services/replies.py). Nothing refused here ever reaches the model.
 """
 
 from __future__ import annotations
@@ -20,14 +20,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from imaging.generators import IMAGE_TOOL_NAME
 from imaging.services import (
     image_create_pending,
     image_prompt_from_text,
-    image_render,
-    image_tool_arguments,
-    image_tool_result,
-    image_tool_schema,
 )
 
 from .. import selectors
@@ -41,12 +36,10 @@ from ..exceptions import (
     TooLong,
     Unavailable,
 )
-from ..live import broadcast, get_store, publish_delta
-from ..llm import ChatLLM, get_llm
+from ..live import get_store
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, message_dict
-from .streaming import ReplyControl, reply_stream
-from .usage import quota_check, usage_record_image
+from .usage import quota_check
 from .workers import dialogue_lock, get_worker
 
 log = logging.getLogger(__name__)
@@ -104,11 +97,6 @@ class Turn:
     image: Any = None
     created_dialogue: bool = False
     duplicate: bool = False
-
-
-def image_prompt(content: str) -> str | None:
-    """The picture asked for by `/image …` or `image: …`, else None."""
-    return image_prompt_from_text(content)
 
 
 def _check_length(content: str) -> None:
@@ -294,7 +282,7 @@ async def message_send(
             created_dialogue=existing.created_dialogue,
             duplicate=True,
         )
-    prompt = content.strip() if force_image else image_prompt(content)
+    prompt = content.strip() if force_image else image_prompt_from_text(content)
     if force_image:
         content = f"/image {prompt}"
     spec = resolve_model(model or (dialogue.model if dialogue else None))
@@ -344,7 +332,7 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
             Message.objects.filter(dialogue=dialogue, id__gt=last.pk).update(
                 replaced=True
             )
-            prompt = image_prompt(last.content)
+            prompt = image_prompt_from_text(last.content)
             reply, picture = _pending_reply(
                 dialogue=dialogue,
                 spec=spec,
@@ -356,227 +344,17 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
         return await db_async(store)()
 
 
-async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
-    """Announce the stored message and start producing the reply in this process."""
-    assert turn.reply is not None
-    worker = get_worker()
-    await worker.ensure_started()
-    if turn.message is not None:
-        await broadcast(
-            turn.dialogue.pk,
-            {
-                "type": "message.created",
-                "message": message_dict(turn.message, images=[]),
-            },
-        )
-    control = ReplyControl()
-    if turn.image is not None:
-        coro = _image_run(turn)
-    else:
-        coro = _reply_run(turn, llm or get_llm(), control)
-    worker.spawn(turn.reply.pk, control, coro)
-
-
-async def _reply_setup(
-    turn: Turn, llm: ChatLLM, store: Any, worker: Any
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Before the model is asked: the live state, `reply.started`, the context."""
-    from .context import context_build
-
-    dialogue, reply = turn.dialogue, turn.reply
-    assert reply is not None
-    try:
-        await store.stream_start(reply.pk, worker.channel)
-    except Exception:
-        log.warning("no live state for reply %s", reply.pk, exc_info=True)
-    await broadcast(
-        dialogue.pk,
-        {
-            "type": "reply.started",
-            "dialogue": dialogue.pk,
-            "message": message_dict(reply, images=[]),
-        },
-    )
-    try:
-        context = await context_build(
-            dialogue=dialogue,
-            model=resolve_model(reply.model),
-            llm=llm,
-            upto_message_id=reply.pk,
-        )
-        return context.messages, context.report.get("used_tokens")
-    except Exception:
-        log.exception("context build failed for dialogue %s", dialogue.pk)
-        content = turn.message.content if turn.message else ""
-        return [{"role": "user", "content": content}], None
-
-
-async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
-    dialogue, reply = turn.dialogue, turn.reply
-    assert reply is not None
-    store = get_store()
-    worker = get_worker()
-    try:
-        async with send_gate():
-            messages, prompt_tokens = await _reply_setup(turn, llm, store, worker)
-        spec = resolve_model(reply.model)
-        tools, handler = _image_tool(reply)
-        completed = False
-        async for event in reply_stream(
-            message=reply,
-            llm=llm,
-            messages=messages,
-            control=control,
-            tools=tools,
-            tool_handler=handler,
-            prompt_tokens=prompt_tokens,
-        ):
-            completed = completed or event["type"] == "reply.completed"
-            try:
-                if event["type"] == "reply.delta":
-                    await publish_delta(event)
-                else:
-                    await broadcast(dialogue.pk, event)
-            except Exception:
-                # Redis restarting: the reply goes on and is saved; sockets that
-                # missed frames catch up from dialogue.open.
-                log.warning(
-                    "could not publish %s of reply %s",
-                    event["type"],
-                    reply.pk,
-                    exc_info=True,
-                )
-        if completed:
-            await _autotitle(dialogue, llm, spec)
-    except Exception:
-        log.exception("reply %s failed", reply.pk)
-        await _fail_if_streaming(reply)
-    finally:
-        await _release(turn)
-
-
-async def _fail_if_streaming(reply: Message) -> None:
-    """Never leave a reply `streaming` after its task ended by an error."""
-    try:
-        await db_async(
-            Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update
-        )(
-            status=Message.Status.FAILED,
-            error_code="internal",
-            error_message="The reply could not be completed because of a server error. "
-            "The text written so far was kept; you can regenerate it.",
-            worker="",
-            updated_at=timezone.now(),
-        )
-    except Exception:
-        log.exception("could not mark reply %s failed", reply.pk)
-
-
-async def _release(turn: Turn) -> None:
-    store = get_store()
-    assert turn.reply is not None
-    try:
-        await store.stream_finish(turn.reply.pk)
-    except Exception:
-        log.warning(
-            "could not release the live state of reply %s", turn.reply.pk, exc_info=True
-        )
-
-
-async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
-    if dialogue.title or dialogue.title_set_by_user:
-        return
-    try:
-        from .dialogues import title_autoname
-
-        updated = await title_autoname(dialogue=dialogue, llm=llm, model=spec)
-    except Exception:
-        log.warning("auto title failed for dialogue %s", dialogue.pk, exc_info=True)
-        return
-    if updated is not None:
-        await broadcast(
-            dialogue.pk,
-            {"type": "dialogue.updated", "dialogue": dialogue_dict(updated)},
-        )
-
-
-def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
-    """The `generate_image` tool offered to the model, and its handler."""
-    if not settings.IMAGE_TOOL_ENABLED:
-        return None, None
-
-    async def handler(call: dict[str, Any]) -> Any:
-        if call.get("name") != IMAGE_TOOL_NAME:
-            yield f"Unknown tool {call.get('name')!r}."
-            return
-        try:
-            prompt, size = image_tool_arguments(call.get("arguments") or "{}")
-            image = await db_async(image_create_pending)(
-                message=reply, prompt=prompt, size=size
-            )
-        except (BadRequest, TooLong) as exc:
-            yield f"The image could not be requested: {exc.message}"
-            return
-        yield await _image_event("image.started", reply)
-        image = await image_render(image=image)
-        ok = image.status == "complete"
-        yield await _image_event("image.completed" if ok else "image.failed", reply)
-        yield image_tool_result(image)
-
-    return [image_tool_schema()], handler
-
-
 @db_async
-def _reload(message: Message) -> Message:
+def message_reload(message: Message) -> Message:
+    """The message as stored now, with its pictures."""
     return Message.objects.prefetch_related("images").get(pk=message.pk)
 
 
-async def _image_event(kind: str, message: Message) -> dict[str, Any]:
-    fresh = await _reload(message)
-    return {
-        "type": kind,
-        "dialogue": message.dialogue_id,
-        "message": message_dict(fresh),
-    }
-
-
-async def _image_run(turn: Turn) -> None:
-    reply = turn.reply
-    assert reply is not None
-    try:
-        await broadcast(turn.dialogue.pk, await _image_event("image.started", reply))
-        image = await image_render(image=turn.image)
-        ok = image.status == "complete"
-
-        def finish() -> None:
-            fields: dict[str, Any] = {
-                "status": Message.Status.COMPLETE if ok else Message.Status.FAILED
-            }
-            if ok:
-                fields["content"] = ""
-            else:
-                fields["error_code"] = image.error_code or "image_failed"
-                fields["error_message"] = (
-                    image.error_message or "The image could not be generated."
-                )
-            with transaction.atomic():
-                Message.objects.filter(pk=reply.pk).update(
-                    **fields, worker="", updated_at=timezone.now()
-                )
-                if ok:
-                    usage_record_image(user=reply.user)
-
-        await db_async(finish)()
-        await broadcast(
-            turn.dialogue.pk,
-            await _image_event("image.completed" if ok else "image.failed", reply),
-        )
-        if ok:
-            await _autotitle(turn.dialogue, get_llm(), resolve_model(reply.model))
-    except Exception:
-        log.exception("image reply %s failed", reply.pk)
-    finally:
-        await _release(turn)
+@db_async
+def message_still_streaming(message: Message) -> bool:
+    return Message.objects.filter(
+        pk=message.pk, status=Message.Status.STREAMING
+    ).exists()
 
 
 async def dialogue_open(
@@ -603,11 +381,11 @@ async def dialogue_open(
         if snap is None or snap.done:
             # Finished since the page was read, or no live state: its process may be
             # gone (reap it now) or a reaper got there first. The row is the truth.
-            message = messages[i] = await _reload(message)
-            if message.status == Message.Status.STREAMING and await replies_reap(
-                worker=get_worker(), only=[message.pk]
-            ):
-                message = messages[i] = await _reload(message)
+            if await message_still_streaming(message):
+                # A reaper (this one or another process's) may end it meanwhile:
+                # whoever did, the row read after reaping is the truth.
+                await replies_reap(worker=get_worker(), only=[message.pk])
+            message = messages[i] = await message_reload(message)
         else:
             message.content, message.seq = snap.text, snap.seq
         floors[message.pk] = message.seq

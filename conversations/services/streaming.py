@@ -3,9 +3,9 @@
 `reply_stream` is an async generator that knows nothing of websockets: it yields
 `reply.delta` events at most once per window and a final `reply.completed`,
 `reply.stopped` or `reply.failed`, writing the message only at checkpoints and once at
-the end. `reply_run` drives it inside a task of this process (`Worker`), publishing
-each event to the dialogue's group and the text so far to the live store so any
-process can resume a socket exactly.
+the end. When the text goes out is the `Coalescer`'s (services/coalescing.py) to say;
+this loop only waits for what it asks. `reply_run` (services/replies.py) drives it in
+a task of this process's `Worker`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import copy
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +30,12 @@ from ..llm import ChatLLM, LLMChunk
 from ..models import Message
 from ..serializers import message_dict
 from ..tokens import count_tokens
+from .coalescing import Coalescer
 from .usage import usage_record
 
 log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 2
-HOLD = 0.75  # of the window: how long a lone text may wait for the next one
-CREDIT_CAP = 1.5  # frames of credit a stream can bank: a late frame is caught up
 INTERRUPTED_MESSAGE = (
     "The server stopped while writing this reply. The text written so far was kept; "
     "you can regenerate it."
@@ -56,54 +55,39 @@ class Mailbox:
     """What reaches a reply while it streams: model chunks, its end, a stop.
 
     Cheaper than a queue per chunk (the hot path: a put per token), and the reply can
-    wait for a deadline or for something urgent only, without a task per wait. It also
-    keeps the timing the coalescing needs: when the oldest waiting text arrived and
-    the usual gap between texts (a moving average)."""
+    wait for a deadline, or for something other than text only, without a task per
+    wait."""
 
-    __slots__ = ("items", "urgent", "oldest", "last", "gap", "_waiter", "_chunks_wake")
+    __slots__ = ("items", "urgent", "_waiter", "_texts_wake")
 
     def __init__(self) -> None:
         self.items: list[Any] = []
         self.urgent = False
-        self.oldest: float | None = None  # loop time the first waiting text arrived
-        self.last: float | None = None
-        self.gap: float | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._chunks_wake = True
+        self._texts_wake = True
 
     def put_nowait(self, item: Any) -> None:
         self.items.append(item)
-        text = type(item) is LLMChunk and item.text
-        if text:
-            now = asyncio.get_running_loop().time()
-            if self.oldest is None:
-                self.oldest = now
-            if self.last is not None:
-                gap = now - self.last
-                self.gap = gap if self.gap is None else 0.8 * self.gap + 0.2 * gap
-            self.last = now
+        if type(item) is LLMChunk:
+            wake = self._texts_wake and bool(item.text)
         else:
-            self.urgent = self.urgent or type(item) is not LLMChunk
+            self.urgent = wake = True
         waiter = self._waiter
-        if (
-            waiter is not None
-            and not waiter.done()
-            and (self.urgent or (text and self._chunks_wake))
-        ):
+        if wake and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def take(self) -> list[Any]:
         items, self.items, self.urgent = self.items, [], False
         return items
 
-    async def wait(self, deadline: float | None, *, chunks_wake: bool) -> None:
-        """Until an item arrives (with `chunks_wake` False: until something other than
+    async def wait(self, deadline: float | None, *, texts_wake: bool) -> None:
+        """Until an item arrives (with `texts_wake` False: until something other than
         a chunk does) or the loop time `deadline` passes."""
-        if self.urgent or (chunks_wake and self.items):
+        if self.urgent or (texts_wake and self.items):
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        self._chunks_wake = chunks_wake
+        self._texts_wake = texts_wake
         handle = loop.call_at(deadline, _wake, waiter) if deadline is not None else None
         try:
             await waiter
@@ -284,6 +268,113 @@ async def _finish(
             delay = min(delay * 2, 4.0)
 
 
+class _Reply:
+    """The state of one reply across its model rounds."""
+
+    def __init__(self, message: Message, control: ReplyControl, now: float) -> None:
+        self.message = message
+        self.queue = control.queue
+        self.coalescer = Coalescer(window=settings.CHAT_DELTA_WINDOW_MS / 1000, now=now)
+        self.text = message.content
+        self.seq = message.seq
+        self.offsets = {self.seq: len(self.text)}  # seq -> text length after it
+        self.usage: dict[str, int] = {}
+        self.tool_calls: list[dict[str, Any]] = []
+        self.status: str | None = None
+        self.error: LLMError | None = None
+        self.stop_seq: int | None = None
+        self.checkpoints = get_checkpoints()
+
+    def take(self, now: float) -> list[str]:
+        """Handle what the mailbox holds; returns the frames due at `now`."""
+        texts: list[str] = []
+        for item in self.queue.take():
+            if type(item) is LLMChunk:
+                if item.text:
+                    texts.append(item.text)
+                if item.usage:
+                    for key in ("prompt_tokens", "completion_tokens"):
+                        self.usage[key] = self.usage.get(key, 0) + int(
+                            item.usage.get(key) or 0
+                        )
+                if item.tool_calls:
+                    self.tool_calls = item.tool_calls
+            elif item is _END:
+                self.status = Message.Status.COMPLETE
+            elif isinstance(item, LLMError):
+                self.status, self.error = Message.Status.FAILED, item
+            elif isinstance(item, _Stop):
+                self.status = (
+                    Message.Status.INTERRUPTED
+                    if item.interrupt
+                    else Message.Status.STOPPED
+                )
+                self.stop_seq = item.seq
+                break  # what came after the stop is not shown
+        if texts:
+            return self.coalescer.feed(now, "".join(texts), len(texts))
+        return self.coalescer.tick(now)
+
+    def delta(self, delta: str) -> dict[str, Any]:
+        self.seq += 1
+        self.text += delta
+        self.offsets[self.seq] = len(self.text)
+        self.checkpoints.put(self.message.pk, self.text, self.seq)
+        return {
+            "type": "reply.delta",
+            "dialogue": self.message.dialogue_id,
+            "message_id": self.message.pk,
+            "seq": self.seq,
+            "delta": delta,
+        }
+
+    def final_fields(self, prompt_tokens: int | None) -> dict[str, Any]:
+        text, seq = self.text, self.seq
+        if (
+            self.status in (Message.Status.STOPPED, Message.Status.INTERRUPTED)
+            and self.stop_seq is not None
+        ):
+            # Stopped: keep exactly what the client displayed (guarantee 5).
+            seq = max(self.message.seq, min(self.stop_seq, seq))
+            text = text[: self.offsets[seq]]
+        fields: dict[str, Any] = {"content": text, "seq": seq, "status": self.status}
+        if self.usage:
+            fields["prompt_tokens"] = self.usage.get("prompt_tokens")
+            fields["completion_tokens"] = self.usage.get("completion_tokens")
+        elif prompt_tokens is not None:
+            # No usage from the provider: the context's own count stands in (the
+            # completion is counted by usage_record).
+            fields["prompt_tokens"] = prompt_tokens
+        if self.error is not None:
+            fields["error_code"] = self.error.code
+            fields["error_message"] = self.error.message
+        elif self.status == Message.Status.INTERRUPTED:
+            fields["error_code"] = "interrupted"
+            fields["error_message"] = INTERRUPTED_MESSAGE
+        return fields
+
+
+def _tool_messages(
+    text: str, calls: list[dict[str, Any]], results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The assistant's tool calls and their results, for the model's next round."""
+    return [
+        {
+            "role": "assistant",
+            "content": text or None,
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in calls
+            ],
+        },
+        *results,
+    ]
+
+
 async def reply_stream(
     *,
     message: Message,
@@ -294,183 +385,82 @@ async def reply_stream(
     tool_handler: ToolHandler | None = None,
     prompt_tokens: int | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield the events of one assistant reply; `message` is the stored, streaming row."""
-    # Coalescing: at most one frame per window on average (a credit that refills at
-    # 1/window per second; frames - 1 <= elapsed / window), the first text at once, and a waiting text sent
-    # as soon as credit allows, except when texts arrive faster than the hold time:
-    # then a lone text waits (up to HOLD of the window) for the next, so at e.g. 50
-    # tokens/s and 40 ms every frame carries two tokens sent the moment the second
-    # arrives (delays 20 and 0 ms) rather than one late each time.
-    window = settings.CHAT_DELTA_WINDOW_MS / 1000
-    rate, hold = 1 / window, HOLD * window
+    """Yield the events of one assistant reply; `message` is the stored, streaming row.
+
+    The outer loop is one model round each; the model asking for tools (at most
+    MAX_TOOL_ROUNDS times) runs them and starts another. The inner loop waits for
+    the mailbox or the coalescer's deadline and yields the frames it gives."""
     loop = asyncio.get_running_loop()
-    checkpoints = get_checkpoints()
-    queue = control.queue
-    dialogue_id = message.dialogue_id
-    text = message.content
-    seq = message.seq
-    offsets = {seq: len(text)}  # seq -> length of the text once that delta is applied
-    usage: dict[str, int] = {}
-    tool_calls: list[dict[str, Any]] = []
+    reply = _Reply(message, control, loop.time())
+    coalescer, queue = reply.coalescer, reply.queue
+    pump: asyncio.Task[None] | None = None
     rounds = 0
-    pump = asyncio.create_task(
-        _pump(llm.stream(model=message.model, messages=messages, tools=tools), queue)
-    )
-    status: str | None = None
-    error: LLMError | None = None
-    stop_seq: int | None = None
-    parts: list[str] = []
-    credit, credit_at = 1.0, loop.time()  # the first text goes out at once
     try:
-        while status is None:
-            if parts:
-                now = loop.time()
-                have = min(CREDIT_CAP, credit + (now - credit_at) * rate)
-                if have < 1:
-                    # No frame is possible before then: only an ending wakes earlier.
-                    await queue.wait(now + (1 - have) / rate, chunks_wake=False)
+        while True:
+            pump = loop.create_task(
+                _pump(
+                    llm.stream(model=message.model, messages=messages, tools=tools),
+                    queue,
+                )
+            )
+            while reply.status is None:
+                # Text waiting for credit: only an ending matters before the credit
+                # is there. Otherwise: the next text, or the coalescer's deadline.
+                deadline, ready = coalescer.deadline(), coalescer.ready_at()
+                if deadline is not None and loop.time() < ready:
+                    await queue.wait(ready, texts_wake=False)
                 else:
-                    assert queue.oldest is not None
-                    await queue.wait(queue.oldest + hold, chunks_wake=True)
-            else:
-                await queue.wait(None, chunks_wake=True)
-            for item in queue.take():
-                if type(item) is LLMChunk:
-                    if item.text:
-                        parts.append(item.text)
-                    if item.usage:
-                        for key in ("prompt_tokens", "completion_tokens"):
-                            usage[key] = usage.get(key, 0) + int(
-                                item.usage.get(key) or 0
-                            )
-                    if item.tool_calls:
-                        tool_calls = item.tool_calls
-                elif item is _END:
-                    status = Message.Status.COMPLETE
-                elif isinstance(item, LLMError):
-                    status, error = Message.Status.FAILED, item
-                elif isinstance(item, _Stop):
-                    status = (
-                        Message.Status.INTERRUPTED
-                        if item.interrupt
-                        else Message.Status.STOPPED
-                    )
-                    stop_seq = item.seq
-                    break
-            if parts:
-                now = loop.time()
-                have = min(CREDIT_CAP, credit + (now - credit_at) * rate)
-                if status is None and (
-                    have < 1
-                    or (
-                        len(parts) < 2
-                        and queue.gap is not None
-                        and queue.gap < hold
-                        and now - (queue.oldest or now) < hold
-                    )
-                ):
-                    continue  # wait for credit, or for the next text to pair with
-                if have < 1 and status != Message.Status.STOPPED:
-                    # The last text waits for credit too (at most a window): the cap
-                    # holds to the end of the reply.
-                    await asyncio.sleep((1 - have) / rate)
-                    now, have = loop.time(), 1.0
-                credit, credit_at = have - 1, now
-                queue.oldest = None
-                delta = "".join(parts)
-                parts = []
-                seq += 1
-                text += delta
-                offsets[seq] = len(text)
-                checkpoints.put(message.pk, text, seq)
-                yield {
-                    "type": "reply.delta",
-                    "dialogue": dialogue_id,
-                    "message_id": message.pk,
-                    "seq": seq,
-                    "delta": delta,
-                }
-            if (
-                status == Message.Status.COMPLETE
-                and tool_calls
+                    await queue.wait(deadline, texts_wake=True)
+                for delta in reply.take(loop.time()):
+                    yield reply.delta(delta)
+            end = coalescer.flush(
+                loop.time(), wait=reply.status != Message.Status.STOPPED
+            )
+            if end is not None:
+                at, delta = end
+                if at > loop.time():
+                    # The last text waits for credit too (at most a window).
+                    await asyncio.sleep(at - loop.time())
+                yield reply.delta(delta)
+            if not (
+                reply.status == Message.Status.COMPLETE
+                and reply.tool_calls
                 and tool_handler
                 and rounds < MAX_TOOL_ROUNDS
             ):
-                # The model asked for tools: run them, then let it continue the reply.
-                rounds += 1
-                results = []
-                for call in tool_calls:
-                    result = "The tool is not available."
-                    async for event in tool_handler(call):
-                        if isinstance(event, str):
-                            result = event
-                        else:
-                            yield event
-                    results.append(
-                        {"role": "tool", "tool_call_id": call["id"], "content": result}
-                    )
-                messages = [
-                    *messages,
-                    {
-                        "role": "assistant",
-                        "content": text or None,
-                        "tool_calls": [
-                            {
-                                "id": c["id"],
-                                "type": "function",
-                                "function": {
-                                    "name": c["name"],
-                                    "arguments": c["arguments"],
-                                },
-                            }
-                            for c in tool_calls
-                        ],
-                    },
-                    *results,
-                ]
-                tool_calls, status = [], None
-                pump = asyncio.create_task(
-                    _pump(
-                        llm.stream(model=message.model, messages=messages, tools=tools),
-                        queue,
-                    )
+                break
+            rounds += 1
+            calls, results = reply.tool_calls, []
+            for call in calls:
+                result = "The tool is not available."
+                async for event in tool_handler(call):
+                    if isinstance(event, str):
+                        result = event
+                    else:
+                        yield event
+                results.append(
+                    {"role": "tool", "tool_call_id": call["id"], "content": result}
                 )
-                continue
+            messages = [*messages, *_tool_messages(reply.text, calls, results)]
+            reply.tool_calls, reply.status = [], None
     finally:
-        checkpoints.drop(message.pk)
-        if not pump.done():
+        reply.checkpoints.drop(message.pk)
+        if pump is not None and not pump.done():
             # Closing the HTTP response here is what stops the provider generating
             # (and billing) tokens: protocol guarantee 5.
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
-    if (
-        status in (Message.Status.STOPPED, Message.Status.INTERRUPTED)
-        and stop_seq is not None
-    ):
-        seq = max(message.seq, min(stop_seq, seq))
-        text = text[: offsets[seq]]
-    fields: dict[str, Any] = {"content": text, "seq": seq, "status": status}
-    if usage:
-        fields["prompt_tokens"] = usage.get("prompt_tokens")
-        fields["completion_tokens"] = usage.get("completion_tokens")
-    elif prompt_tokens is not None:
-        # No usage from the provider: the context's own count stands in (the
-        # completion is counted by usage_record).
-        fields["prompt_tokens"] = prompt_tokens
-    if error is not None:
-        fields["error_code"], fields["error_message"] = error.code, error.message
-    elif status == Message.Status.INTERRUPTED:
-        fields["error_code"], fields["error_message"] = (
-            "interrupted",
-            INTERRUPTED_MESSAGE,
-        )
-    saved = await _finish(message, fields, with_images=rounds > 0)
-    kind = {
+    saved = await _finish(
+        message, reply.final_fields(prompt_tokens), with_images=rounds > 0
+    )
+    kinds: dict[str, str] = {
         Message.Status.COMPLETE: "reply.completed",
         Message.Status.STOPPED: "reply.stopped",
-    }.get(saved.status, "reply.failed")
-    yield {"type": kind, "dialogue": dialogue_id, "message": message_dict(saved)}
-
-
-Publisher = Callable[[dict[str, Any]], Awaitable[None]]
+    }
+    kind = kinds.get(saved.status, "reply.failed")
+    yield {
+        "type": kind,
+        "dialogue": message.dialogue_id,
+        "message": message_dict(saved),
+    }

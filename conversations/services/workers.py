@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.utils import timezone
 
-from ..asyncdb import db_async, install_pool
+from ..asyncdb import db_async
 from ..live import WORKER_TTL, broadcast, get_store
 from ..models import Message
 from ..serializers import message_dict
@@ -48,7 +48,6 @@ class Worker:
         # A new event loop (tests run one per test) gets fresh background tasks.
         self._loop = loop
         self.replies = {}
-        install_pool()
         store = get_store()
         await store.heartbeat(self.id)
         layer = get_channel_layer()
@@ -135,12 +134,11 @@ def get_worker() -> Worker:
 
 
 @db_async
-def _streaming_rows() -> list[tuple[int, str, int, Any]]:
-    return list(
-        Message.objects.filter(status=Message.Status.STREAMING).values_list(
-            "id", "worker", "dialogue_id", "updated_at"
-        )[:1000]
-    )
+def _streaming_rows(only: list[int] | None) -> list[tuple[int, str, int, Any]]:
+    rows = Message.objects.filter(status=Message.Status.STREAMING)
+    if only is not None:
+        rows = rows.filter(pk__in=only)
+    return list(rows.values_list("id", "worker", "dialogue_id", "updated_at")[:1000])
 
 
 @db_async
@@ -173,9 +171,7 @@ def _mark_interrupted(
 
 async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
     """Mark `interrupted` the streaming replies whose process is gone; returns how many."""
-    rows = await _streaming_rows()
-    if only is not None:
-        rows = [r for r in rows if r[0] in only]
+    rows = await _streaming_rows(only)
     # This process's own rows are live unless long untouched: one is stored a moment
     # before its task is registered, and must not be reaped in between.
     # Another process's row is judged only once it has been idle longer than a

@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from conversations.models import Dialogue, Message
-from conversations.services import messaging
+from imaging.services import image_prompt_from_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -464,9 +464,9 @@ def test_every_event_survives_a_json_round_trip(user, dialogue):
     ]
     for event in events:
         assert json.loads(json.dumps(event)) == event
-    assert messaging.image_prompt("/image a fox") == "a fox"
-    assert messaging.image_prompt("image: a cat") == "a cat"
-    assert messaging.image_prompt("imagine") is None
+    assert image_prompt_from_text("/image a fox") == "a fox"
+    assert image_prompt_from_text("image: a cat") == "a cat"
+    assert image_prompt_from_text("imagine") is None
 
 
 async def test_a_server_refusing_tools_is_asked_again_plainly(

@@ -1,0 +1,258 @@
+"""The reply runner: produces a stored turn's reply in a task of this process.
+
+`turn_begin` announces the user's message and spawns the task on the process's
+`Worker` (services/workers.py); the task builds the context, iterates `reply_stream`
+(services/streaming.py) and publishes each event to the dialogue's sockets
+(conversations/live.py), then names the dialogue. An image request renders its
+picture instead. Nothing here parses frames or knows about sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from imaging.generators import IMAGE_TOOL_NAME
+from imaging.services import (
+    image_create_pending,
+    image_render,
+    image_tool_arguments,
+    image_tool_result,
+    image_tool_schema,
+)
+
+from ..asyncdb import db_async
+from ..catalog import ModelSpec, resolve_model
+from ..exceptions import BadRequest, TooLong
+from ..live import broadcast, get_store, publish_delta
+from ..llm import ChatLLM, get_llm
+from ..models import Dialogue, Message
+from ..serializers import dialogue_dict, message_dict
+from .messaging import Turn, message_reload, send_gate
+from .streaming import ReplyControl, reply_stream
+from .usage import usage_record_image
+from .workers import get_worker
+
+log = logging.getLogger(__name__)
+
+
+async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
+    """Announce the stored message and start producing the reply in this process."""
+    assert turn.reply is not None
+    worker = get_worker()
+    await worker.ensure_started()
+    if turn.message is not None:
+        await broadcast(
+            turn.dialogue.pk,
+            {
+                "type": "message.created",
+                "message": message_dict(turn.message, images=[]),
+            },
+        )
+    control = ReplyControl()
+    if turn.image is not None:
+        coro = _image_run(turn)
+    else:
+        coro = _reply_run(turn, llm or get_llm(), control)
+    worker.spawn(turn.reply.pk, control, coro)
+
+
+async def _reply_setup(
+    turn: Turn, llm: ChatLLM, store: Any, worker: Any
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Before the model is asked: the live state, `reply.started`, the context."""
+    from .context import context_build
+
+    dialogue, reply = turn.dialogue, turn.reply
+    assert reply is not None
+    try:
+        await store.stream_start(reply.pk, worker.channel)
+    except Exception:
+        log.warning("no live state for reply %s", reply.pk, exc_info=True)
+    await broadcast(
+        dialogue.pk,
+        {
+            "type": "reply.started",
+            "dialogue": dialogue.pk,
+            "message": message_dict(reply, images=[]),
+        },
+    )
+    try:
+        context = await context_build(
+            dialogue=dialogue,
+            model=resolve_model(reply.model),
+            llm=llm,
+            upto_message_id=reply.pk,
+        )
+        return context.messages, context.report.get("used_tokens")
+    except Exception:
+        log.exception("context build failed for dialogue %s", dialogue.pk)
+        content = turn.message.content if turn.message else ""
+        return [{"role": "user", "content": content}], None
+
+
+async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
+    dialogue, reply = turn.dialogue, turn.reply
+    assert reply is not None
+    store = get_store()
+    worker = get_worker()
+    try:
+        async with send_gate():
+            messages, prompt_tokens = await _reply_setup(turn, llm, store, worker)
+        spec = resolve_model(reply.model)
+        tools, handler = _image_tool(reply)
+        completed = False
+        async for event in reply_stream(
+            message=reply,
+            llm=llm,
+            messages=messages,
+            control=control,
+            tools=tools,
+            tool_handler=handler,
+            prompt_tokens=prompt_tokens,
+        ):
+            completed = completed or event["type"] == "reply.completed"
+            try:
+                if event["type"] == "reply.delta":
+                    await publish_delta(event)
+                else:
+                    await broadcast(dialogue.pk, event)
+            except Exception:
+                # Redis restarting: the reply goes on and is saved; sockets that
+                # missed frames catch up from dialogue.open.
+                log.warning(
+                    "could not publish %s of reply %s",
+                    event["type"],
+                    reply.pk,
+                    exc_info=True,
+                )
+        if completed:
+            await _autotitle(dialogue, llm, spec)
+    except Exception:
+        log.exception("reply %s failed", reply.pk)
+        await _fail_if_streaming(reply)
+    finally:
+        await _release(turn)
+
+
+async def _fail_if_streaming(reply: Message) -> None:
+    """Never leave a reply `streaming` after its task ended by an error."""
+    try:
+        await db_async(
+            Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update
+        )(
+            status=Message.Status.FAILED,
+            error_code="internal",
+            error_message="The reply could not be completed because of a server error. "
+            "The text written so far was kept; you can regenerate it.",
+            worker="",
+            updated_at=timezone.now(),
+        )
+    except Exception:
+        log.exception("could not mark reply %s failed", reply.pk)
+
+
+async def _release(turn: Turn) -> None:
+    store = get_store()
+    assert turn.reply is not None
+    try:
+        await store.stream_finish(turn.reply.pk)
+    except Exception:
+        log.warning(
+            "could not release the live state of reply %s", turn.reply.pk, exc_info=True
+        )
+
+
+async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
+    if dialogue.title or dialogue.title_set_by_user:
+        return
+    try:
+        from .dialogues import title_autoname
+
+        updated = await title_autoname(dialogue=dialogue, llm=llm, model=spec)
+    except Exception:
+        log.warning("auto title failed for dialogue %s", dialogue.pk, exc_info=True)
+        return
+    if updated is not None:
+        await broadcast(
+            dialogue.pk,
+            {"type": "dialogue.updated", "dialogue": dialogue_dict(updated)},
+        )
+
+
+def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
+    """The `generate_image` tool offered to the model, and its handler."""
+    if not settings.IMAGE_TOOL_ENABLED:
+        return None, None
+
+    async def handler(call: dict[str, Any]) -> Any:
+        if call.get("name") != IMAGE_TOOL_NAME:
+            yield f"Unknown tool {call.get('name')!r}."
+            return
+        try:
+            prompt, size = image_tool_arguments(call.get("arguments") or "{}")
+            image = await db_async(image_create_pending)(
+                message=reply, prompt=prompt, size=size
+            )
+        except (BadRequest, TooLong) as exc:
+            yield f"The image could not be requested: {exc.message}"
+            return
+        yield await _image_event("image.started", reply)
+        image = await image_render(image=image)
+        ok = image.status == "complete"
+        yield await _image_event("image.completed" if ok else "image.failed", reply)
+        yield image_tool_result(image)
+
+    return [image_tool_schema()], handler
+
+
+async def _image_event(kind: str, message: Message) -> dict[str, Any]:
+    fresh = await message_reload(message)
+    return {
+        "type": kind,
+        "dialogue": message.dialogue_id,
+        "message": message_dict(fresh),
+    }
+
+
+async def _image_run(turn: Turn) -> None:
+    reply = turn.reply
+    assert reply is not None
+    try:
+        await broadcast(turn.dialogue.pk, await _image_event("image.started", reply))
+        image = await image_render(image=turn.image)
+        ok = image.status == "complete"
+
+        def finish() -> None:
+            fields: dict[str, Any] = {
+                "status": Message.Status.COMPLETE if ok else Message.Status.FAILED
+            }
+            if ok:
+                fields["content"] = ""
+            else:
+                fields["error_code"] = image.error_code or "image_failed"
+                fields["error_message"] = (
+                    image.error_message or "The image could not be generated."
+                )
+            with transaction.atomic():
+                Message.objects.filter(pk=reply.pk).update(
+                    **fields, worker="", updated_at=timezone.now()
+                )
+                if ok:
+                    usage_record_image(user=reply.user)
+
+        await db_async(finish)()
+        await broadcast(
+            turn.dialogue.pk,
+            await _image_event("image.completed" if ok else "image.failed", reply),
+        )
+        if ok:
+            await _autotitle(turn.dialogue, get_llm(), resolve_model(reply.model))
+    except Exception:
+        log.exception("image reply %s failed", reply.pk)
+    finally:
+        await _release(turn)
