@@ -174,6 +174,10 @@ AXES_VERBOSE = False
 SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=True)
 # Accounts created per client address per hour (0: no limit).
 SIGNUP_RATE_PER_HOUR = env.int("SIGNUP_RATE_PER_HOUR", default=10)
+# Open sockets re-check their session at least this often (a session deleted in the
+# admin or by clearsessions sends no event; log-out, password change and
+# deactivation close them within seconds).
+SESSION_RECHECK_SECONDS = env.float("SESSION_RECHECK_SECONDS", default=60.0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"

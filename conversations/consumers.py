@@ -25,6 +25,7 @@ from .fanout import get_hub
 from .serializers import dialogue_dict, message_dict
 from .services import messaging, replies
 from .services.workers import accepting, get_worker
+from .socket_sessions import CLOSE_CODE, get_watch
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=1012)  # restarting: reconnect to another process
         else:
             await get_worker().ensure_started()
+            # Bound to its session: log-out, password change, deactivation, expiry.
+            self.user_id = self.scope["user"].pk
+            self.session_key = self.scope["session"].session_key
+            await get_watch().add(self)
+
+    async def session_closed(self) -> None:
+        await self.close(code=CLOSE_CODE)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, without its `aclose_old_connections` before every frame
@@ -60,6 +68,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        get_watch().remove(self)
         hub = get_hub()
         for dialogue_id in getattr(self, "subscriptions", ()):
             await hub.leave(dialogue_id, self)
@@ -74,6 +83,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         data: Any = None
         try:
             data = p.parse_frame(text_data)
+            if data["type"] != "ping" and not await get_watch().valid(self):
+                await self.session_closed()  # no work for a session that has ended
+                return
             await getattr(self, "on_" + data["type"].replace(".", "_"))(data)
         except ChatError as exc:
             await self.send_json(
