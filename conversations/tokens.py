@@ -27,8 +27,8 @@ import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from itertools import accumulate
 from importlib import resources
+from itertools import accumulate
 from typing import Any
 
 import regex
@@ -85,14 +85,16 @@ _LONG_PIECE_CHARS = 64
 # Every piece is one of: an optional prefix character then characters that are not
 # spaces (or are \r, \n), or whitespace only; so a piece of n characters holds a run
 # of at least n - 1 of one kind.
-_LONG_RUN = regex.compile(
-    r"[\S\r\n]{%d,}|\s{%d,}" % (_LONG_PIECE_CHARS - 1, _LONG_PIECE_CHARS - 1)
-)
+_RUN = _LONG_PIECE_CHARS - 1
+_LONG_RUN = regex.compile(rf"[\S\r\n]{{{_RUN},}}|\s{{{_RUN},}}")
 # Pieces up to this many bytes are merged by tiktoken at once; longer ones in windows.
 _DIRECT_PIECE_BYTES = 256
 _WINDOW_BYTES = 256
 # Tokens this close to a window's cut end are encoded again in the next window.
 _WINDOW_MARGIN_BYTES = 32
+# How many times a window or a join may start a token earlier before the piece
+# is encoded again with wider windows.
+_MAX_BACKOFFS = 8
 
 
 class TokenizerDataError(RuntimeError):
@@ -241,41 +243,72 @@ class Tokenizer:
         return tokens
 
     def _encode_in_windows(self, data: bytes, window: int) -> list[int] | None:
-        """The exact encoding of `data` from windows, or None if a join was not
-        provably exact."""
+        """The exact encoding of `data` from windows, or None if no provably exact
+        join was found."""
         token_len = self._token_len.__getitem__
         out: list[int] = []
         ends: list[int] = []  # byte offset in `data` where each token of `out` ends
-        pos = 0
         size = len(data)
-        while pos < size:
-            end = min(pos + window, size)
-            while end < size and (data[end] & 0xC0) == 0x80:
-                end -= 1
-            tokens = self._bpe(data[pos:end])
-            if not tokens:
+        backoffs = furthest = 0
+        while not ends or ends[-1] < size:
+            pos = ends[-1] if ends else 0
+            found = self._window(data, pos, window, token_len)
+            if found is not None:
+                tokens, offsets, keep = found
+                if not out or self._join_is_exact(data, out, ends, tokens, offsets):
+                    out += tokens[:keep]
+                    ends += offsets[:keep]
+                    if ends[-1] > furthest:  # new ground: a fresh set of back-offs
+                        furthest, backoffs = ends[-1], 0
+                    continue
+            # The window is not one piece on its own (it starts with a character
+            # the pattern splits off), or the join could not be shown exact: start
+            # it earlier, on a character boundary, 1, 2, 4, ... tokens back.
+            backoffs += 1
+            if not out or backoffs > _MAX_BACKOFFS:
                 return None
-            offsets = list(accumulate(map(token_len, tokens), initial=pos))[1:]
-            if end < size:
-                # Keep the tokens up to the last character boundary before the
-                # margin (at least up to the first one).
-                keep = bisect_right(offsets, end - _WINDOW_MARGIN_BYTES)
-                while keep > 0 and not _is_char_start(data, offsets[keep - 1]):
-                    keep -= 1
-                if keep == 0:
-                    keep = next(
-                        (i + 1 for i, o in enumerate(offsets) if _is_char_start(data, o)),
-                        0,
-                    )
-                if keep == 0:
-                    return None
-                del tokens[keep:], offsets[keep:]
-            if out and not self._join_is_exact(data, out, ends, tokens, offsets):
-                return None
-            out += tokens
-            ends += offsets
-            pos = offsets[-1]
+            for _ in range(2 ** (backoffs - 1)):
+                del out[-1], ends[-1]
+                while ends and not _is_char_start(data, ends[-1]):
+                    del out[-1], ends[-1]
+                if not out:
+                    break
         return out
+
+    def _window(
+        self, data: bytes, pos: int, window: int, token_len: Any
+    ) -> tuple[list[int], list[int], int] | None:
+        """The encoding of the window at `pos` (up to where the pattern would end
+        its piece), the tokens' end offsets, and how many of them to keep."""
+        size = len(data)
+        end = min(pos + window, size)
+        while end < size and (data[end] & 0xC0) == 0x80:
+            end -= 1
+        chunk = data[pos:end].decode("utf-8")
+        match = self._split.match(chunk)
+        if match is None:
+            return None
+        if match.end() < len(chunk):  # e.g. whitespace that must end in a newline
+            chunk = match.group()
+            end = pos + len(chunk.encode("utf-8"))
+        tokens = self._one_piece(chunk)
+        if not tokens:
+            return None
+        offsets = list(accumulate(map(token_len, tokens), initial=pos))[1:]
+        if end == size:
+            return tokens, offsets, len(tokens)
+        # Keep the tokens up to the last character boundary before the margin (at
+        # least up to the first one): those near the cut may change with what follows.
+        keep = bisect_right(offsets, end - _WINDOW_MARGIN_BYTES)
+        while keep > 0 and not _is_char_start(data, offsets[keep - 1]):
+            keep -= 1
+        if keep == 0:
+            keep = next(
+                (i + 1 for i, o in enumerate(offsets) if _is_char_start(data, o)), 0
+            )
+        if keep == 0:
+            return None
+        return tokens, offsets, keep
 
     def _join_is_exact(
         self,
@@ -286,16 +319,27 @@ class Tokenizer:
         right_ends: list[int],
     ) -> bool:
         """Whether the last token of `left` and the first of `right` are a valid
-        pair: re-encode the tokens around the cut, from the character boundary at or
-        before the last left token to the first one after the first right token."""
-        i = len(left) - 1
-        while i > 0 and not _is_char_start(data, left_ends[i - 1]):
-            i -= 1
-        start = left_ends[i - 1] if i > 0 else 0
+        pair: re-encode a span of tokens around the cut that starts and ends on
+        character boundaries and that the pattern keeps as one piece (trying the
+        shortest, then up to the end of the right window, then further left)."""
         j = 0
         while j < len(right) - 1 and not _is_char_start(data, right_ends[j]):
             j += 1
-        return self._bpe(data[start : right_ends[j]]) == left[i:] + right[: j + 1]
+        i = len(left)
+        for attempt in range(_MAX_BACKOFFS):
+            if attempt == 1:
+                j = len(right) - 1
+            else:
+                i -= 1
+                while i > 0 and not _is_char_start(data, left_ends[i - 1]):
+                    i -= 1
+            start = left_ends[i - 1] if i > 0 else 0
+            tokens = self._bpe(data[start : right_ends[j]])
+            if tokens is not None:
+                return tokens == left[i:] + right[: j + 1]
+            if i == 0:
+                break
+        return False
 
 
 # OpenAI's chat format: every message costs 3 tokens of framing plus its role, and
