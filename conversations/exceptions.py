@@ -76,3 +76,12 @@ class PresetNotFound(ChatError):
 class ShareNotFound(ChatError):
     code = "not_found"
     default_message = "No such share link."
+
+
+class ContextLengthExceeded(LLMError):
+    """The server refused the prompt as longer than its window (`window` when it
+    named it): the context is shrunk and the reply asked again once."""
+
+    def __init__(self, message: str | None = None, *, window: int | None = None):
+        super().__init__(message, code="context_length")
+        self.window = window

@@ -12,8 +12,9 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +24,8 @@ import openai
 from django.conf import settings
 
 from .catalog import DEMO_MODEL, provider_configured
-from .exceptions import LLMError
+from .exceptions import ContextLengthExceeded, LLMError
+from .counting import EstimateCounter, ServerCounter, TokenCounter
 
 
 @dataclass(slots=True)
@@ -43,7 +45,10 @@ class ChatLLM(Protocol):
         model: str,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncIterator[LLMChunk]: ...
+
+    def token_counter(self, model: str) -> TokenCounter: ...
 
     async def complete(
         self,
@@ -92,13 +97,22 @@ def _provider_message(exc: openai.APIStatusError) -> str:
     return ""
 
 
-def _transport_error(exc: BaseException) -> LLMError:
+def _transport_error(exc: BaseException, *, started: bool = False) -> LLMError:
+    # A refused connection or an unknown host surfaces in several shapes (the SDK's
+    # APIConnectionError, aiohttp's connector errors, a bare OSError): all of them
+    # mean "not reachable", never "timed out".
+    if any(isinstance(e, _CONNECT_ERRORS) for e in _chain(exc)):
+        return LLMError(
+            "The model server could not be reached (connection refused or unknown "
+            "host). Check OPENAI_BASE_URL and that the server is running.",
+            code="unavailable",
+        )
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
         return LLMError(
             "The model stopped responding (timed out). The text received so far was kept.",
             code="upstream_timeout",
         )
-    if isinstance(exc, openai.APIConnectionError | httpx2.ConnectError):
+    if isinstance(exc, openai.APIConnectionError) and not started:
         return LLMError(
             "The model provider could not be reached. Check OPENAI_BASE_URL or try again later.",
             code="unavailable",
@@ -109,19 +123,113 @@ def _transport_error(exc: BaseException) -> LLMError:
     )
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < 8:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionRefusedError,
+    httpx2.ConnectTimeout,
+    aiohttp.ClientConnectorError,
+    httpx2.ConnectError,
+)
+
+INCOMPLETE_MESSAGE = (
+    "The model server ended this reply without finishing it (the stream closed "
+    "without an end marker). The text received so far was kept; you can regenerate it."
+)
+INCOMPLETE_EMPTY_MESSAGE = (
+    "The model server closed the reply without sending any text. It may have failed "
+    "or run out of memory; try again, or regenerate the reply."
+)
+CONTEXT_MESSAGE = (
+    "This conversation is longer than the model's context window, even shortened. "
+    "Start a new dialogue or set the model's real window in CHAT_MODELS."
+)
+# How servers word a prompt over their window (llama.cpp, llama-cpp-python, vLLM,
+# Ollama, OpenAI); a number after "window/context of" is the real window.
+_CONTEXT_REFUSAL = re.compile(
+    r"context[ _](?:window|length|size)|maximum context|exceeds? the available context"
+    r"|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+_WINDOW_NUMBER = re.compile(
+    r"(?:context window of|maximum context length is|context size \(?|n_ctx\W+)\s*(\d+)",
+    re.IGNORECASE,
+)
+
+
+def context_error(detail: str) -> ContextLengthExceeded | None:
+    """A refusal for length, with the window the server named (if it did)."""
+    if not _CONTEXT_REFUSAL.search(detail):
+        return None
+    found = _WINDOW_NUMBER.search(detail)
+    return ContextLengthExceeded(
+        CONTEXT_MESSAGE, window=int(found.group(1)) if found else None
+    )
+
+
+class _IdleWatch:
+    """Fails the reading task when no content arrived for `seconds` (loop time).
+
+    The socket's read timeout cannot do this: llama.cpp sends `: ping` comments every
+    15 s, so a stuck server that pings keeps the socket busy forever. Here only a
+    chunk carrying text, tool calls, usage or a finish reason counts. Costs one
+    float store per chunk; the timer re-arms itself lazily."""
+
+    __slots__ = ("seconds", "last", "expired", "_loop", "_task", "_handle")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self.last = self._loop.time()
+        self.expired = False
+        self._handle = self._loop.call_at(self.last + seconds, self._check)
+
+    def _check(self) -> None:
+        due = self.last + self.seconds
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.expired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def seen(self) -> None:
+        self.last = self._loop.time()
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
 # (base URL, model) pairs whose server refused tools or stream_options: asked plainly.
 _PLAIN_MODELS: set[tuple[str, str]] = set()
 log = logging.getLogger(__name__)
 
 
+def _uses_openai(base_url: str) -> bool:
+    return "api.openai.com" in base_url
+
+
 class OpenAIChatLLM:
-    """Streams through the raw SSE lines: `json.loads` per line costs ~20 µs where the
-    SDK's typed chunk parsing costs ~150 µs (STACK.md gotcha 4)."""
+    """Streams through the raw SSE lines of the SDK's raw response (`iter_bytes`):
+    `json.loads` per line costs ~20 µs where the SDK's typed chunk parsing costs
+    ~150 µs (STACK.md gotcha 4)."""
 
     name = "openai"
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, inactivity: float = 60.0) -> None:
         self.client = client
+        self.inactivity = inactivity
+
+    def token_counter(self, model: str) -> TokenCounter:
+        return server_token_counter(str(self.client.base_url), model)
 
     async def stream(
         self,
@@ -129,16 +237,27 @@ class OpenAIChatLLM:
         model: str,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncIterator[LLMChunk]:
         calls: dict[int, dict[str, Any]] = {}
-        key = (str(self.client.base_url), model)
+        base_url = str(self.client.base_url)
+        key = (base_url, model)
         plain = key in _PLAIN_MODELS
         while True:
             kwargs: dict[str, Any] = {}
+            if max_tokens:
+                # OpenAI's reasoning models refuse `max_tokens`; local servers
+                # (llama.cpp, llama-cpp-python, Ollama) know only `max_tokens`.
+                name = (
+                    "max_completion_tokens" if _uses_openai(base_url) else "max_tokens"
+                )
+                kwargs[name] = max_tokens
             if not plain:
                 kwargs["stream_options"] = {"include_usage": True}
                 if tools:
                     kwargs["tools"] = tools
+            ended = got_content = False
+            watch: _IdleWatch | None = None
             try:
                 # The body goes in as `extra_body`: the SDK's typed transform of the
                 # messages costs ~0.2 ms per message per request (4.8 ms for a
@@ -149,15 +268,47 @@ class OpenAIChatLLM:
                     stream=True,
                     extra_body={"messages": messages, **kwargs},
                 ) as response:
-                    async for data in _sse_data(response.http_response):
+                    watch = _IdleWatch(self.inactivity)
+                    async for data in _sse_data(response.iter_bytes()):
                         if data == b"[DONE]":
+                            ended = True
                             break
                         chunk = _parse_chunk(data, calls)
-                        if chunk is not None:
-                            yield chunk
+                        if chunk is None:
+                            continue
+                        if chunk.text or chunk.usage or chunk.finish_reason or calls:
+                            watch.seen()
+                        if chunk.finish_reason:
+                            ended = True
+                        if chunk.text or calls:
+                            got_content = True
+                        yield chunk
+                if not ended:
+                    raise LLMError(
+                        INCOMPLETE_MESSAGE if got_content else INCOMPLETE_EMPTY_MESSAGE,
+                        code="upstream_incomplete",
+                    )
                 break
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if (
+                    watch is not None
+                    and watch.expired
+                    and task is not None
+                    and task.uncancel() == 0  # not also stopped meanwhile
+                ):
+                    raise LLMError(
+                        "The model stopped sending text (no content for "
+                        f"{self.inactivity:g} seconds). The text received so far "
+                        "was kept.",
+                        code="upstream_timeout",
+                    ) from None
+                raise
             except openai.BadRequestError as exc:
-                if plain or not kwargs:
+                refusal = context_error(_provider_message(exc) or str(exc.message))
+                if refusal is not None:
+                    raise refusal from exc
+                if plain or not (set(kwargs) & {"tools", "stream_options"}):
                     raise _status_error(exc) from exc
                 # A server without tool calling or usage reporting (some local
                 # models) refuses the request: ask again without them, and remember.
@@ -165,15 +316,23 @@ class OpenAIChatLLM:
                 _PLAIN_MODELS.add(key)
                 plain = True
             except openai.APIStatusError as exc:
+                refusal = context_error(_provider_message(exc))
+                if refusal is not None and exc.status_code in (400, 413, 422, 500):
+                    raise refusal from exc
                 raise _status_error(exc) from exc
             except (
                 openai.APIError,
                 httpx2.HTTPError,
-                aiohttp.ClientError,  # read straight from aiohttp (_body_reader)
+                aiohttp.ClientError,
                 TimeoutError,
                 OSError,
             ) as exc:
-                raise _transport_error(exc) from exc
+                # Once the response began, a broken connection is a break mid-reply,
+                # not an unreachable server.
+                raise _transport_error(exc, started=watch is not None) from exc
+            finally:
+                if watch is not None:
+                    watch.close()
         if calls:
             yield LLMChunk(
                 tool_calls=[calls[i] for i in sorted(calls)], finish_reason="tool_calls"
@@ -199,35 +358,86 @@ class OpenAIChatLLM:
         return (result.choices[0].message.content or "") if result.choices else ""
 
 
-def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
-    """An awaitable per body chunk (b"" at the end). Under the SDK's aiohttp transport
-    an unencoded body (SSE always is, in practice) is read straight from aiohttp's
-    reader, skipping four async-generator layers per token; the read timeout is
-    aiohttp's socket timeout either way."""
-    aiohttp_response = getattr(
-        getattr(response.stream, "_stream", None), "_aiohttp_response", None
-    )
-    if aiohttp_response is not None and response.headers.get(
-        "content-encoding", "identity"
-    ) in ("identity", ""):
-        return aiohttp_response.content.readany
-    chunks = response.aiter_bytes().__aiter__()
-
-    async def read() -> bytes:
-        try:
-            return await chunks.__anext__()
-        except StopAsyncIteration:
-            return b""
-
-    return read
+# --- The server's own tokenizer ----------------------------------------------------
+#
+# llama.cpp's server: POST /tokenize {"content"} -> {"tokens"}; vLLM: POST /tokenize
+# {"model", "prompt"} -> {"count", "tokens"}; llama-cpp-python: POST /extras/tokenize
+# {"input", "model"} -> {"tokens"}. They live beside /v1, not under it. Which one a
+# server answers is learnt once per (base URL, model); OpenAI and Ollama have none.
+_TOKENIZE_PATHS = ("/extras/tokenize", "/tokenize")
+_tokenize_paths: dict[tuple[str, str], str | None] = {}
+_tokenize_lock = threading.Lock()
+_http: httpx2.Client | None = None
+TOKENIZE_TIMEOUT = 5.0
 
 
-async def _sse_data(response: httpx2.Response) -> AsyncIterator[bytes]:
+def _sync_http() -> httpx2.Client:
+    global _http
+    if _http is None:
+        _http = httpx2.Client(timeout=TOKENIZE_TIMEOUT)
+    return _http
+
+
+def _server_root(base_url: str) -> str:
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def _tokenize_once(root: str, path: str, model: str, text: str) -> int | None:
+    try:
+        response = _sync_http().post(
+            root + path,
+            json={"model": model, "content": text, "prompt": text, "input": text},
+        )
+    except httpx2.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("count"), int):
+        return int(body["count"])
+    tokens = body.get("tokens")
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _tokenize_path(root: str, model: str) -> str | None:
+    key = (root, model)
+    with _tokenize_lock:
+        if key in _tokenize_paths:
+            return _tokenize_paths[key]
+    found = None
+    if "api.openai.com" not in root:
+        for path in _TOKENIZE_PATHS:
+            if _tokenize_once(root, path, model, "Hello") is not None:
+                found = path
+                break
+    log.info("tokenizer of %s at %s: %s", model, root, found or "estimate")
+    with _tokenize_lock:
+        _tokenize_paths[key] = found
+    return found
+
+
+def server_token_counter(base_url: str, model: str) -> TokenCounter:
+    """The model's own token counts when its server offers them (learnt once, with a
+    blocking request: call from a worker thread), else the corrected estimate."""
+    root = _server_root(base_url)
+    path = _tokenize_path(root, model)
+    if path is None:
+        return EstimateCounter(model)
+    return ServerCounter(model, lambda text: _tokenize_once(root, path, model, text))
+
+
+async def _sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The `data:` payloads of an SSE body, split from raw bytes: httpx2's text line
-    decoder costs more CPU per token than everything else the server does with it."""
-    read = _body_reader(response)
+    decoder costs more CPU per token than everything else the server does with it.
+    Comment lines (`: ping`) and other fields are skipped."""
     buffer = b""
-    while piece := await read():
+    async for piece in body:
         buffer += piece
         start = 0
         while (end := buffer.find(b"\n", start)) >= 0:
@@ -265,6 +475,9 @@ def _parse_chunk(
             else {"message": str(obj["error"])}
         )
         message = str(err.get("message") or "unknown error")[:300]
+        refusal = context_error(message)
+        if refusal is not None:
+            raise refusal
         raise LLMError(
             f"The model provider reported an error mid-reply: {message}",
             code="upstream_error",
@@ -314,6 +527,9 @@ class DemoChatLLM:
     def __init__(self, tokens_per_second: float) -> None:
         self.delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
 
+    def token_counter(self, model: str) -> TokenCounter:
+        return EstimateCounter(model)
+
     @staticmethod
     def _last_user_text(messages: list[dict[str, Any]]) -> str:
         for message in reversed(messages):
@@ -346,6 +562,7 @@ class DemoChatLLM:
         model: str,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncIterator[LLMChunk]:
         text = self.reply_text(messages)
         pieces = re.findall(r"\s*\S+", text) + (
@@ -406,8 +623,8 @@ def _new_client(
     return openai.AsyncOpenAI(
         api_key=api_key or "not-needed",  # local servers (llama.cpp, Ollama) ignore it
         base_url=base_url or None,
-        # `read` bounds the silence between two chunks: a stalled upstream fails in
-        # LLM_INACTIVITY_TIMEOUT seconds, not the SDK's default 600 s.
+        # `read` bounds the silence of the socket (not the SDK's default 600 s); time
+        # without content is bounded by the stream's own watch (_IdleWatch).
         timeout=httpx2.Timeout(read, connect=connect),
         # The SDK retries only before the response starts; mid-stream errors are final.
         max_retries=retries,
@@ -430,12 +647,14 @@ def get_llm() -> ChatLLM:
             settings.LLM_CONNECT_TIMEOUT,
             settings.LLM_INACTIVITY_TIMEOUT,
             settings.LLM_MAX_RETRIES,
-        )
+        ),
+        inactivity=settings.LLM_INACTIVITY_TIMEOUT,
     )
 
 
 __all__ = [
     "DEMO_MODEL",
+    "ContextLengthExceeded",
     "ChatLLM",
     "DemoChatLLM",
     "LLMChunk",

@@ -404,7 +404,7 @@ def count_tokens(text: str, *, model: str) -> int:
     return count
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: count the text ones
@@ -417,7 +417,7 @@ def _content_text(content: Any) -> str:
 def count_message(message: Mapping[str, Any], *, model: str) -> int:
     """Tokens one chat message costs inside a request, framing included."""
     total = TOKENS_PER_MESSAGE + count_tokens(str(message.get("role", "")), model=model)
-    total += count_tokens(_content_text(message.get("content")), model=model)
+    total += count_tokens(content_text(message.get("content")), model=model)
     if message.get("name"):
         total += 1 + count_tokens(str(message["name"]), model=model)
     return total
@@ -447,3 +447,4 @@ def truncate_middle(text: str, max_tokens: int, *, model: str) -> tuple[str, int
         else ""
     )
     return f"{head}\n[… truncated {dropped} tokens …]\n{tail}", dropped
+

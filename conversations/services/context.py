@@ -21,13 +21,13 @@ from django.db.models import Q
 from ..asyncdb import db_async
 from ..catalog import ModelSpec
 from ..models import Dialogue, Message
-from ..tokens import (
-    REPLY_PRIMING,
-    TOKENS_PER_MESSAGE,
-    count_message,
-    count_tokens,
-    truncate_middle,
+from ..counting import (
+    EstimateCounter,
+    TokenCounter,
+    counter_message,
+    counter_truncate,
 )
+from ..tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, count_message
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,13 @@ class Completer(Protocol):
     ) -> str: ...
 
 
+def _counter(llm: Any, model: str) -> TokenCounter:
+    """The gateway's counter for `model` (the server's tokenizer where it has one;
+    may block once to learn it, so call from a worker thread), else the estimate."""
+    get = getattr(llm, "token_counter", None)
+    return get(model) if get is not None else EstimateCounter(model)
+
+
 @dataclass
 class ContextResult:
     messages: list[dict[str, Any]]
@@ -79,6 +86,7 @@ class _Turn:
 class _Plan:
     budget: int
     model: str
+    counter: TokenCounter
     system: list[dict[str, Any]]
     system_tokens: int
     summary: str
@@ -104,14 +112,18 @@ def _summary_message(summary: str) -> dict[str, str]:
     return {"role": "system", "content": SUMMARY_PREFIX + summary}
 
 
-def _turn(row: tuple[int, str, str], cap: int, model: str) -> _Turn:
+def _turn(
+    row: tuple[int, str, str], cap: int, model: str, counter: TokenCounter
+) -> _Turn:
     pk, role, content = row
-    overhead = TOKENS_PER_MESSAGE + count_tokens(role, model=model)
-    tokens = overhead + count_tokens(content, model=model)
+    overhead = counter.per_message
+    tokens = overhead + counter.count(content)
     truncated = False
     if tokens > cap:
-        content, _ = truncate_middle(content, max(cap - overhead, 32), model=model)
-        tokens = overhead + count_tokens(content, model=model)
+        content, _ = counter_truncate(
+            content, max(cap - overhead, 32), model=model, counter=counter
+        )
+        tokens = overhead + counter.count(content)
         truncated = True
     return _Turn(pk, role, content, tokens, truncated)
 
@@ -138,19 +150,26 @@ def _newest_first(qs: Any, below: int | None) -> Any:
         size = min(size * 2, MAX_CHUNK)
 
 
-def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _Plan:
+def _plan(
+    dialogue: Dialogue,
+    spec: ModelSpec,
+    upto_message_id: int | None,
+    llm: Any = None,
+    budget: int | None = None,
+) -> _Plan:
     model = spec.name
-    budget = spec.input_budget
+    budget = budget or spec.input_budget
+    counter = _counter(llm, model)
     system: list[dict[str, Any]] = []
     system_tokens = 0
     system_truncated = False
     if dialogue.system_prompt.strip():
-        prompt, dropped = truncate_middle(
-            dialogue.system_prompt, budget // 2, model=model
+        prompt, dropped = counter_truncate(
+            dialogue.system_prompt, budget // 2, model=model, counter=counter
         )
         system_truncated = bool(dropped)
         system = [{"role": "system", "content": prompt}]
-        system_tokens = count_message(system[0], model=model)
+        system_tokens = counter_message(system[0], counter)
 
     summary, upto = dialogue.summary, dialogue.summary_upto_id
     if (
@@ -160,7 +179,7 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
     ):
         summary, upto = "", None
     summary_tokens = (
-        count_message(_summary_message(summary), model=model) if summary else 0
+        counter_message(_summary_message(summary), counter) if summary else 0
     )
 
     eligible = _eligible(dialogue, upto_message_id)
@@ -188,7 +207,7 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
     exhausted = True
     for row in _newest_first(candidates, None):
         seen += 1
-        turn = _turn(row, cap, model)
+        turn = _turn(row, cap, model, counter)
         if not overflow:
             if used + turn.tokens <= room or not window:
                 window.append(turn)
@@ -217,6 +236,7 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
     return _Plan(
         budget=budget,
         model=model,
+        counter=counter,
         system=system,
         system_tokens=system_tokens,
         summary=summary,
@@ -231,6 +251,34 @@ def _plan(dialogue: Dialogue, spec: ModelSpec, upto_message_id: int | None) -> _
     )
 
 
+def _alternating(turns: list[_Turn]) -> list[dict[str, Any]]:
+    """Oldest first, shaped for the strictest chat templates (Gemma, Mistral, Llama 2
+    raise on anything else): starting with `user`, strictly alternating.
+
+    A reply that failed, was stopped before any text or came back empty is not in
+    `turns`, which leaves two `user` turns in a row: they are merged into one rather
+    than separated by a stand-in assistant turn, because the model then sees only
+    what was really said (small models copy a stand-in such as "(no reply)" into
+    later answers) and answers both, which is what a user who asked again wants."""
+    shaped: list[dict[str, Any]] = []
+    for turn in turns:
+        if not shaped and turn.role != Message.Role.USER:
+            continue  # the window may open on a reply whose question fell out
+        if shaped and shaped[-1]["role"] == turn.role:
+            shaped[-1]["content"] += "\n\n" + turn.content
+        else:
+            shaped.append({"role": turn.role, "content": turn.content})
+    return shaped
+
+
+def _system_message(plan: _Plan, summary: str) -> list[dict[str, Any]]:
+    """At most one system message: the prompt and the summary merged."""
+    parts = [m["content"] for m in plan.system]
+    if summary:
+        parts.append(SUMMARY_PREFIX + summary)
+    return [{"role": "system", "content": "\n\n".join(parts)}] if parts else []
+
+
 def _result(
     plan: _Plan,
     turns: list[_Turn],
@@ -239,12 +287,11 @@ def _result(
     summary_failed: bool = False,
     summary_refreshed: bool = False,
 ) -> ContextResult:
-    messages = list(plan.system)
+    messages = _system_message(plan, summary)
     summary_tokens = 0
     if summary:
-        messages.append(_summary_message(summary))
-        summary_tokens = count_message(messages[-1], model=plan.model)
-    messages.extend({"role": t.role, "content": t.content} for t in reversed(turns))
+        summary_tokens = counter_message(_summary_message(summary), plan.counter)
+    messages.extend(_alternating(list(reversed(turns))))
     used = (
         plan.system_tokens
         + summary_tokens
@@ -264,6 +311,9 @@ def _result(
         "truncated_messages": sum(1 for t in turns if t.truncated),
         "summary_failed": summary_failed,
         "summary_refreshed": summary_refreshed,
+        # "server": counted with the model's own tokenizer; "estimate": tiktoken
+        # scaled by a factor the server's reported usage corrects.
+        "tokenizer": "server" if plan.counter.exact else "estimate",
     }
     return ContextResult(messages=messages, report=report)
 
@@ -310,6 +360,7 @@ async def context_build(
     model: ModelSpec,
     llm: Completer,
     upto_message_id: int | None = None,
+    budget: int | None = None,
 ) -> ContextResult:
     """The messages for the next reply and a report of what they hold.
 
@@ -318,7 +369,7 @@ async def context_build(
     Asks the model for a summary only when the window overflows past the checkpoint;
     if that fails, the oldest turns are dropped and the report says so.
     """
-    plan = await db_async(_plan)(dialogue, model, upto_message_id)
+    plan = await db_async(_plan)(dialogue, model, upto_message_id, llm, budget)
     if not plan.overflow:
         return _result(plan, plan.window, plan.summary)
     if not plan.to_summarise:
@@ -340,7 +391,9 @@ async def context_build(
             exc_info=True,
         )
         return _result(plan, plan.window, plan.summary, summary_failed=True)
-    summary, _ = truncate_middle(summary, reserve, model=model.name)
+    summary, _ = counter_truncate(
+        summary, reserve, model=model.name, counter=plan.counter
+    )
     await db_async(_save_checkpoint)(
         dialogue, summary, plan.to_summarise[0].id, model.name
     )

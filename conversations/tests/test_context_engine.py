@@ -70,11 +70,16 @@ async def test_continuing_a_200_turn_dialogue_sends_a_request_that_fits(
             count_messages(sent, model="fake-small") + spec.output_reserve
             <= spec.context_tokens
         )
-        assert sent[0] == {"role": "system", "content": SYSTEM_PROMPT}
-        assert sent[1] == {
+        assert sent[0] == {
             "role": "system",
-            "content": SUMMARY_PREFIX + "EARLIER-TOPICS-SUMMARY",
+            "content": SYSTEM_PROMPT
+            + "\n\n"
+            + SUMMARY_PREFIX
+            + "EARLIER-TOPICS-SUMMARY",
         }
+        assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * (
+            (len(sent) - 2) // 2
+        ) + ["user"]
         assert sent[-1] == {"role": "user", "content": question}
         assert any(m["content"].startswith("Answer 199:") for m in sent)
     stored = await Dialogue.objects.aget(pk=dialogue.pk)

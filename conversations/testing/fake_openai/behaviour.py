@@ -35,7 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "image_fault": None,  # "policy" | "http_500" for every image request
 }
 
-FAULT_KINDS = ("error_after", "drop_after", "stall_after")
+# end_after: the body ends cleanly after K chunks, without a finish reason or [DONE]
+# (how llama-cpp-python's server fails after its 200 header); ping_after: after K
+# chunks only `: ping` comments for `stall_seconds`, then the rest.
+FAULT_KINDS = ("error_after", "drop_after", "stall_after", "end_after", "ping_after")
 
 _DIRECTIVE = re.compile(r"\[\[fake\b(.*?)\]\]", re.DOTALL)
 
@@ -64,7 +67,7 @@ class Fault:
 
 def parse_fault(value: str | None) -> Fault | None:
     """`http_429`, `http_500` (any `http_NNN`), `error_after:K`, `drop_after:K`,
-    `stall_after:K`, `content_filter`."""
+    `stall_after:K`, `end_after:K`, `ping_after:K`, `content_filter`."""
     if not value:
         return None
     if value.startswith("http_"):

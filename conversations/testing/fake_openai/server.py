@@ -537,10 +537,19 @@ class FakeOpenAI:
                 )
                 await response.write_eof()
                 return response
+            if fault is not None and fault.kind == "end_after":
+                await response.write_eof()
+                return response
             if fault is not None and fault.kind == "drop_after":
                 await self._drop(request, active)
-            if fault is not None and fault.kind == "stall_after":
-                await asyncio.sleep(float(b["stall_seconds"]))
+            if fault is not None and fault.kind == "ping_after":
+                until = loop.time() + float(b["stall_seconds"])
+                while loop.time() < until:
+                    await response.write(b": ping\n\n")
+                    await asyncio.sleep(min(0.05, max(until - loop.time(), 0)))
+            if fault is not None and fault.kind in ("stall_after", "ping_after"):
+                if fault.kind == "stall_after":
+                    await asyncio.sleep(float(b["stall_seconds"]))
                 start = loop.time() - sent * interval
                 first = first if sent == 0 else b""
                 sent = await self._pacer.send(
