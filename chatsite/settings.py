@@ -294,6 +294,10 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 # "name" or "name:context_tokens", comma separated.
 CHAT_MODELS = env.str("CHAT_MODELS", default="")
 DEFAULT_CHAT_MODEL = env.str("DEFAULT_CHAT_MODEL", default="")
+# The images provider, when it is not the chat one (chat on llama.cpp or Ollama,
+# which have no images API, and drawing at OpenAI). Empty: the chat provider's.
+IMAGE_BASE_URL = env.str("IMAGE_BASE_URL", default="")
+IMAGE_API_KEY = env.str("IMAGE_API_KEY", default="")
 IMAGE_MODEL = env.str("IMAGE_MODEL", default="gpt-image-1")
 IMAGE_SIZES = env.list("IMAGE_SIZES", default=["1024x1024", "1024x1536", "1536x1024"])
 IMAGE_TOOL_ENABLED = env.bool("IMAGE_TOOL_ENABLED", default=True)

@@ -138,6 +138,12 @@ def _error_code(exc: openai.APIError) -> str:
     return exc.code or ""
 
 
+NOT_AVAILABLE_MESSAGE = (
+    "Image generation is not available with this provider. An operator can point "
+    "IMAGE_BASE_URL and IMAGE_API_KEY at a provider with an images API (for example "
+    "OpenAI) while chat stays on this one."
+)
+
 _POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter"}
 
 
@@ -180,9 +186,14 @@ def translate_openai_error(exc: Exception, *, timeout: float) -> ImageGeneration
                 "unavailable", "The image provider refused this site's credentials."
             )
         if isinstance(exc, openai.NotFoundError):
-            return ImageGenerationError(
-                "bad_request", "The image model is not available at the provider."
-            )
+            if "model" in text.lower():
+                return ImageGenerationError(
+                    "bad_request",
+                    "The image model is not available at the provider. An operator "
+                    "must check IMAGE_MODEL.",
+                )
+            # No images API at all (llama.cpp, Ollama and vLLM answer 404).
+            return ImageGenerationError("unavailable", NOT_AVAILABLE_MESSAGE)
         if exc.status_code >= 500:
             return ImageGenerationError(
                 "upstream_error",
@@ -397,9 +408,11 @@ class DemoImageGenerator:
 
 
 def get_image_generator() -> ImageGenerator:
-    """The configured generator; the offline demo without OPENAI_API_KEY/BASE_URL."""
-    api_key = settings.OPENAI_API_KEY
-    base_url = settings.OPENAI_BASE_URL
+    """The configured generator: IMAGE_BASE_URL / IMAGE_API_KEY, each defaulting to
+    the chat provider's (so chat can run on a local server and drawing elsewhere);
+    the offline demo when neither is set."""
+    api_key = settings.IMAGE_API_KEY or settings.OPENAI_API_KEY
+    base_url = settings.IMAGE_BASE_URL or settings.OPENAI_BASE_URL
     if not api_key and not base_url:
         return DemoImageGenerator()
     return OpenAIImageGenerator(

@@ -71,6 +71,53 @@ def test_factory_reads_settings_at_call_time(settings):
     assert generator.base_url == "http://127.0.0.1:9/v1"
 
 
+def test_images_may_use_their_own_provider(settings):
+    # given chat on a local server without an images API, and images elsewhere
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:8080/v1"
+    settings.IMAGE_BASE_URL = "https://images.example/v1"
+    settings.IMAGE_API_KEY = "image-key"
+    generator = get_image_generator()
+    # then the image generator talks to the images provider with its key
+    assert isinstance(generator, OpenAIImageGenerator)
+    assert generator.base_url == "https://images.example/v1"
+    assert generator.api_key == "image-key"
+    # and without its own settings it follows the chat provider
+    settings.IMAGE_BASE_URL = settings.IMAGE_API_KEY = ""
+    settings.OPENAI_API_KEY = "chat-key"
+    generator = get_image_generator()
+    assert generator.base_url == "http://127.0.0.1:8080/v1"
+    assert generator.api_key == "chat-key"
+
+
+async def test_a_server_without_an_images_api_says_so(settings):
+    # given a provider that answers 404 on /v1/images/generations, as llama.cpp does
+    from aiohttp import web
+
+    async def not_found(request):
+        return web.json_response({"detail": "Not Found"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", not_found)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    settings.IMAGE_BASE_URL = f"http://127.0.0.1:{port}/v1"
+    settings.IMAGE_MAX_RETRIES = 0
+    try:
+        with pytest.raises(ImageGenerationError) as caught:
+            await get_image_generator().generate(
+                prompt="a fox", size="1024x1024", model="gpt-image-1"
+            )
+    finally:
+        await runner.cleanup()
+    # then the user reads that this provider cannot draw, and what to configure
+    assert caught.value.code == "unavailable"
+    assert "not available with this provider" in caught.value.message
+    assert "IMAGE_BASE_URL" in caught.value.message
+
+
 def test_tool_schema_is_an_openai_function_tool_requiring_a_prompt():
     function = IMAGE_TOOL_SCHEMA["function"]
     assert IMAGE_TOOL_SCHEMA["type"] == "function"
@@ -259,6 +306,13 @@ def status_error(cls, status: int, body: dict) -> openai.APIStatusError:
             status_error(openai.NotFoundError, 404, {"error": {"message": "no model"}}),
             "bad_request",
             "not available",
+        ),
+        (
+            status_error(
+                openai.NotFoundError, 404, {"error": {"message": "Not Found"}}
+            ),
+            "unavailable",
+            "Image generation is not available with this provider",
         ),
         (
             status_error(
