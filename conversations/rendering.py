@@ -18,7 +18,12 @@ from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# `breaks`: a single newline in a reply is a line break (a poem stays a poem), as
+# in the chat page (static/js/markdown.js) and peers such as ChatGPT.
+_md = MarkdownIt(
+    "commonmark",
+    {"html": False, "linkify": False, "typographer": False, "breaks": True},
+)
 _md.enable("table")
 _md.enable("strikethrough")
 

@@ -15,6 +15,13 @@ def test_markdown_renders_to_html():
     assert "<li>a</li>" in html
 
 
+def test_a_single_newline_is_a_line_break():
+    html = render_markdown("Roses are red,\nviolets are blue.")
+
+    assert "Roses are red,<br>" in html or "Roses are red,<br />" in html
+    assert html.count("<p>") == 1
+
+
 def test_fenced_code_keeps_its_language_class_and_escapes_its_text():
     html = render_markdown("```python\nif a < b: print('<b>')\n```")
 

@@ -9,6 +9,9 @@ const FENCE = /^ {0,3}(`{3,}|~{3,})/;
 
 const md = window.markdownit({
   html: false,
+  // A single newline is a line break, as in peers (a poem stays a poem); the
+  // server's renderer (conversations/rendering.py) does the same.
+  breaks: true,
   linkify: true,
   typographer: false,
   highlight(code, lang) {

@@ -72,6 +72,23 @@ def test_streamed_markdown_ends_as_the_full_render(page, site):
     assert result["mismatch"] is None
 
 
+def test_a_single_newline_in_a_reply_is_a_line_break(page, site):
+    user = UserFactory(password=PASSWORD)
+    log_in(page, site, user.username)
+
+    breaks = page.evaluate(
+        """async () => {
+            const src = document.querySelector('script[type=module]').src;
+            const m = await import(src.replace(/app(\\.[0-9a-f]+)?\\.js$/, 'markdown.js'));
+            const box = document.createElement('div');
+            box.appendChild(m.renderMarkdown('Roses are red,\\nviolets are blue.'));
+            return [box.querySelectorAll('br').length, box.querySelectorAll('p').length];
+        }"""
+    )
+
+    assert breaks == [1, 1]
+
+
 def test_stable_boundary_never_splits_a_code_fence_or_an_indented_continuation(
     page, site
 ):
