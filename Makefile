@@ -11,7 +11,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test browser-deps lint format typecheck lock migrate cluster cluster-down bench bench-sweep bench-soak clean
+.PHONY: help run test llama browser-deps lint format typecheck lock migrate cluster cluster-down bench bench-sweep bench-soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,7 +51,10 @@ browser-deps:
 	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null || \
 	  { echo "could not install chromium (need root or: sudo apt-get install chromium)"; exit 1; }; }
 
-test: $(VENV)/.installed-dev browser-deps ## run every test (unit, consumer, e2e, browser)
+llama: ## the real model server the tests use (deploy/llama-setup.sh; ~15 min the first time)
+	bash deploy/llama-setup.sh >/dev/null
+
+test: $(VENV)/.installed-dev browser-deps llama ## run every test (unit, consumer, e2e, browser, real model server)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	  $(BIN)/python -m pytest -m "not browser" -q $(PYTEST_ARGS)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
