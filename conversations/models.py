@@ -78,6 +78,11 @@ class Message(models.Model):
     seq = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # The server did not report usage: the token counts are our own estimate.
+    usage_estimated = models.BooleanField(default=False)
+    # The reply ended at its token limit (finish_reason "length"): the text is kept
+    # and the user is offered Continue.
+    cut_off = models.BooleanField(default=False)
     error_code = models.CharField(max_length=40, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     # The message tree: a user message follows the reply it answers (None: the first
@@ -156,6 +161,8 @@ class UsageDaily(models.Model):
     messages = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    # Of prompt + completion tokens, those the server did not report (estimated).
+    estimated_tokens = models.PositiveBigIntegerField(default=0)
     images = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -243,7 +243,14 @@ def usage_for_user(*, user: Any, days: int = 14) -> list[dict[str, Any]]:
         dict(row)
         for row in UsageDaily.objects.filter(user=user, day__gte=since)
         .order_by("day")
-        .values("day", "messages", "prompt_tokens", "completion_tokens", "images")
+        .values(
+            "day",
+            "messages",
+            "prompt_tokens",
+            "completion_tokens",
+            "estimated_tokens",
+            "images",
+        )
     ]
 
 

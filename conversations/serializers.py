@@ -57,6 +57,8 @@ def message_dict(
         usage = {
             "prompt_tokens": message.prompt_tokens or 0,
             "completion_tokens": message.completion_tokens or 0,
+            # counted by us: the model server did not report usage
+            "estimated": message.usage_estimated,
         }
     data = {
         "id": message.pk,
@@ -77,6 +79,8 @@ def message_dict(
         ),
         "replaced": message.replaced,
         "parent": message.parent_id,
+        # ended at its token limit: the text is kept, Continue goes on from there
+        "cut_off": message.cut_off,
     }
     siblings = getattr(message, "siblings", None)
     if siblings is not None:  # read with the page (selectors.message_siblings)

@@ -90,7 +90,9 @@ class TranscriptInline(admin.TabularInline):
     def tokens(self, obj: Message) -> str:
         if obj.prompt_tokens is None and obj.completion_tokens is None:
             return "–"
-        return f"{obj.prompt_tokens or 0} + {obj.completion_tokens or 0}"
+        tokens = f"{obj.prompt_tokens or 0} + {obj.completion_tokens or 0}"
+        # Counted by us, not reported by the model server.
+        return f"{tokens} (estimated)" if obj.usage_estimated else tokens
 
     @admin.display(description="review")
     def review(self, obj: Message) -> str:

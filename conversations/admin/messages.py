@@ -29,7 +29,7 @@ class MessageAdmin(admin.ModelAdmin):
         "flagged",
     )
     list_select_related = ("user",)
-    list_filter = ("role", "status", "flagged", "replaced")
+    list_filter = ("role", "status", "flagged", "replaced", "usage_estimated")
     ordering = ("-id",)
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
@@ -43,6 +43,8 @@ class MessageAdmin(admin.ModelAdmin):
         "text",
         "prompt_tokens",
         "completion_tokens",
+        "usage_estimated",
+        "cut_off",
         "error_code",
         "error_message",
         "replaced",

@@ -25,6 +25,7 @@ class UsageDailyAdmin(admin.ModelAdmin):
         "messages",
         "prompt_tokens",
         "completion_tokens",
+        "estimated_tokens",
         "images",
     )
     list_select_related = ("user",)
@@ -40,6 +41,7 @@ class UsageDailyAdmin(admin.ModelAdmin):
         "messages",
         "prompt_tokens",
         "completion_tokens",
+        "estimated_tokens",
         "images",
     )
 

@@ -30,6 +30,7 @@ def _bump(
     messages: int = 0,
     prompt: int = 0,
     completion: int = 0,
+    estimated: int = 0,
     images: int = 0,
 ) -> None:
     # One statement whoever else writes the same row at the same moment (both
@@ -37,14 +38,15 @@ def _bump(
     table = connection.ops.quote_name(UsageDaily._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} AS u (user_id, day, messages, prompt_tokens, completion_tokens, images) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO {table} AS u (user_id, day, messages, prompt_tokens, completion_tokens, estimated_tokens, images) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (user_id, day) DO UPDATE SET "
             "messages = u.messages + EXCLUDED.messages, "
             "prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens, "
             "completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens, "
+            "estimated_tokens = u.estimated_tokens + EXCLUDED.estimated_tokens, "
             "images = u.images + EXCLUDED.images",
-            [user_id, _today(), messages, prompt, completion, images],
+            [user_id, _today(), messages, prompt, completion, estimated, images],
         )
 
 
@@ -53,22 +55,29 @@ def usage_record(*, message: Message, prompt_tokens: int | None = None) -> Messa
 
     The provider's usage on the message wins; otherwise the completion is counted
     with the model's tokenizer and the prompt is `prompt_tokens` (pass the context
-    report's `used_tokens`). Counted values are stored on the message too.
+    report's `used_tokens`). Counted values are stored on the message too, which is
+    then marked `usage_estimated`, and the day's `estimated_tokens` say how much of
+    its total the server did not report.
     """
-    fill: dict[str, int] = {}
+    fill: dict[str, Any] = {}
     if message.completion_tokens is None:
         fill["completion_tokens"] = count_tokens(message.content, model=message.model)
     if message.prompt_tokens is None and prompt_tokens is not None:
         fill["prompt_tokens"] = prompt_tokens
+    if fill and not message.usage_estimated:
+        fill["usage_estimated"] = True
     if fill:
         Message.objects.filter(pk=message.pk).update(**fill)
         for name, value in fill.items():
             setattr(message, name, value)
+    prompt = message.prompt_tokens or 0
+    completion = message.completion_tokens or 0
     _bump(
         message.user_id,
         messages=1,
-        prompt=message.prompt_tokens or 0,
-        completion=message.completion_tokens or 0,
+        prompt=prompt,
+        completion=completion,
+        estimated=prompt + completion if message.usage_estimated else 0,
     )
     return message
 
@@ -140,7 +149,14 @@ def usage_summary(*, user: Any) -> dict[str, Any]:
 
     today = _today()
     rows = {row["day"]: row for row in usage_for_user(user=user, days=HISTORY_DAYS)}
-    empty = {"messages": 0, "prompt_tokens": 0, "completion_tokens": 0, "images": 0}
+    empty = {
+        "messages": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        # of the two above, counted by us because the server did not report them
+        "estimated_tokens": 0,
+        "images": 0,
+    }
     days = []
     for offset in range(HISTORY_DAYS - 1, -1, -1):
         day = today - timedelta(days=offset)

@@ -48,7 +48,11 @@ def test_json_export_holds_each_dialogue_with_owner_messages_and_images(user):
     assert (first["id"], first["title"], first["model"]) == (dialogue.pk, "Cats", "m1")
     assert first["owner"] == {"id": user.pk, "username": user.username}
     assert [m["content"] for m in first["messages"]] == ["draw a cat", "here"]
-    assert first["messages"][1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 3}
+    assert first["messages"][1]["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "estimated": False,
+    }
     assert first["messages"][1]["flagged"] is True
     assert [i["id"] for i in first["messages"][1]["images"]] == [image.pk]
     assert (second["id"], second["messages"]) == (empty.pk, [])

@@ -83,6 +83,7 @@ async def test_full_protocol_sequence_over_real_daphne(
     assert final["usage"] == {
         "prompt_tokens": final["usage"]["prompt_tokens"],
         "completion_tokens": 50,
+        "estimated": False,  # the fake reports usage
     }
     stored = await fetch(final["id"])
     assert stored.content == final["content"] and stored.completion_tokens == 50

@@ -9,6 +9,7 @@ from django.test import Client
 
 from conversations.exceptions import QuotaExceeded
 from conversations.models import Message, UsageDaily, UserQuota
+from conversations.serializers import message_dict
 from conversations.services.usage import (
     quota_check,
     reset_at,
@@ -170,6 +171,7 @@ def test_usage_summary_has_today_quota_and_14_days(dialogue, user, settings):
         "messages": 1,
         "prompt_tokens": 7,
         "completion_tokens": 3,
+        "estimated_tokens": 0,
         "images": 1,
     }
     assert summary["quota"] == {"daily_tokens": 5000, "daily_messages": None}
@@ -181,9 +183,25 @@ def test_usage_summary_has_today_quota_and_14_days(dialogue, user, settings):
         "messages": 4,
         "prompt_tokens": 40,
         "completion_tokens": 0,
+        "estimated_tokens": 0,
         "images": 0,
     }
     assert sum(d["messages"] for d in days) == 5
+
+
+@pytest.mark.django_db
+def test_usage_the_server_did_not_report_is_marked_estimated(dialogue, user):
+    # given one reply with the server's usage and one without (counted by us)
+    usage_record(message=reply(dialogue, prompt_tokens=7, completion_tokens=3))
+    counted = usage_record(message=reply(dialogue), prompt_tokens=50)
+
+    # then the counted one is marked, on the message and in the day's totals
+    counted.refresh_from_db()
+    assert counted.usage_estimated and counted.prompt_tokens == 50
+    assert message_dict(counted)["usage"]["estimated"] is True
+    row = today_row(user)
+    assert row.estimated_tokens == 50 + counted.completion_tokens
+    assert usage_summary(user=user)["today"]["estimated_tokens"] == row.estimated_tokens
 
 
 @pytest.mark.django_db
