@@ -361,6 +361,7 @@ async def context_build(
     llm: Completer,
     upto_message_id: int | None = None,
     budget: int | None = None,
+    continue_text: str | None = None,
 ) -> ContextResult:
     """The messages for the next reply and a report of what they hold.
 
@@ -368,7 +369,52 @@ async def context_build(
     answered); later ones and the reply in progress (status streaming) are left out.
     Asks the model for a summary only when the window overflows past the checkpoint;
     if that fails, the oldest turns are dropped and the report says so.
+    `budget`: fewer input tokens than the model's (a retry after the server refused
+    the prompt as too long). `continue_text`: the reply being continued: it follows
+    as the assistant's turn (its end, when long), then a user turn asking the model
+    to go on, so the shape stays what strict chat templates accept.
     """
+    if continue_text is None:
+        return await _build(dialogue, model, llm, upto_message_id, budget)
+    counter = await db_async(_counter)(llm, model.name)
+    total = budget or model.input_budget
+    tail = _tail(continue_text, total // 3, model.name, counter)
+    extra = [
+        {"role": "assistant", "content": tail},
+        {"role": "user", "content": CONTINUE_INSTRUCTION},
+    ]
+    extra_tokens = sum(counter_message(m, counter) for m in extra)
+    result = await _build(
+        dialogue, model, llm, upto_message_id, max(total - extra_tokens, 128)
+    )
+    result.messages.extend(extra)
+    result.report["used_tokens"] += extra_tokens
+    return result
+
+
+CONTINUE_INSTRUCTION = (
+    "Continue your previous answer exactly where it stopped, mid-sentence if need "
+    "be. Do not repeat what you already wrote and do not mention the interruption."
+)
+
+
+def _tail(text: str, max_tokens: int, model: str, counter: TokenCounter) -> str:
+    """The end of `text` within `max_tokens` (the model continues from its end)."""
+    if counter.count(text) <= max_tokens:
+        return text
+    keep = max(len(text) * max_tokens // max(counter.count(text), 1), 1)
+    while keep > 1 and counter.count(text[-keep:]) > max_tokens:
+        keep = keep * 3 // 4
+    return "…" + text[-keep:]
+
+
+async def _build(
+    dialogue: Dialogue,
+    model: ModelSpec,
+    llm: Completer,
+    upto_message_id: int | None,
+    budget: int | None,
+) -> ContextResult:
     plan = await db_async(_plan)(dialogue, model, upto_message_id, llm, budget)
     if not plan.overflow:
         return _result(plan, plan.window, plan.summary)

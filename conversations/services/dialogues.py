@@ -185,33 +185,48 @@ def _save_auto_title(dialogue: Dialogue, title: str) -> Dialogue | None:
 
 
 async def title_autoname(
-    *, dialogue: Dialogue, llm: Any, model: ModelSpec | str
+    *, dialogue: Dialogue, llm: Any, model: ModelSpec | str, ask_model: bool = True
 ) -> Dialogue | None:
     """After the first exchange: name an untitled dialogue. Returns the dialogue when
-    a title was saved (broadcast `dialogue.updated` with it), else None."""
+    a title was saved (broadcast `dialogue.updated` with it), else None.
+
+    `ask_model=False` (the first reply failed or was stopped): the title comes from
+    the user's message itself, without asking a model that has just failed. A picture
+    request is named after the picture it asks for."""
     if dialogue.title or dialogue.title_set_by_user:
         return None
     first = await db_async(_first_user_text)(dialogue)
     if not first or not first.strip():
         return None
+    from imaging.services import image_prompt_from_text
+
+    picture = image_prompt_from_text(first)
+    if picture is not None:  # "/image a lighthouse at dusk"
+        first, ask_model = picture, False
     name = model.name if isinstance(model, ModelSpec) else model
-    title = ""
+    title = await _title_from_model(llm, name, first, dialogue) if ask_model else ""
+    title = title or title_from_text(first) or "New conversation"
+    return await db_async(_save_auto_title)(dialogue, title)
+
+
+async def _title_from_model(
+    llm: Any, model: str, first: str, dialogue: Dialogue
+) -> str:
     try:
         proposed = await llm.complete(
-            model=name,
+            model=model,
             messages=[
                 {"role": "system", "content": TITLE_INSTRUCTIONS},
                 {"role": "user", "content": first[:2000]},
             ],
             max_tokens=24,
         )
-        title = title_from_text(proposed or "")
+        return title_from_text(proposed or "")
     except Exception:  # a title is a nicety: fall back to the message itself
         log.info(
             "title for dialogue %s from the model failed", dialogue.pk, exc_info=True
         )
-    title = title or title_from_text(first) or "New conversation"
-    return await db_async(_save_auto_title)(dialogue, title)
+        return ""
 
 
 # --- Exports -----------------------------------------------------------------------
