@@ -24,8 +24,8 @@ import openai
 from django.conf import settings
 
 from .catalog import DEMO_MODEL, provider_configured
-from .exceptions import ContextLengthExceeded, LLMError
 from .counting import EstimateCounter, ServerCounter, TokenCounter
+from .exceptions import ContextLengthExceeded, LLMError
 
 
 @dataclass(slots=True)

@@ -447,4 +447,3 @@ def truncate_middle(text: str, max_tokens: int, *, model: str) -> tuple[str, int
         else ""
     )
     return f"{head}\n[… truncated {dropped} tokens …]\n{tail}", dropped
-

@@ -20,13 +20,13 @@ from django.db.models import Q
 
 from ..asyncdb import db_async
 from ..catalog import ModelSpec
-from ..models import Dialogue, Message
 from ..counting import (
     EstimateCounter,
     TokenCounter,
     counter_message,
     counter_truncate,
 )
+from ..models import Dialogue, Message
 from ..tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, count_message
 
 log = logging.getLogger(__name__)
