@@ -336,6 +336,10 @@ CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=20_000_000)
 # Daily quotas per user; 0 means unlimited. Overridable per user in the admin.
 QUOTA_DAILY_TOKENS = env.int("QUOTA_DAILY_TOKENS", default=0)
 QUOTA_DAILY_MESSAGES = env.int("QUOTA_DAILY_MESSAGES", default=0)
+# --- Per-user bounds (issue 14; README "Limits"). Sliding windows: at most N in any
+# hour, whatever the clock says. 0 = unlimited.
+CHAT_REPORTS_PER_HOUR = env.int("CHAT_REPORTS_PER_HOUR", default=30)
+CHAT_DIALOGUES_PER_HOUR = env.int("CHAT_DIALOGUES_PER_HOUR", default=120)
 
 # --- Production hardening (all off by default so `make run` works over plain http) --
 SECURE_PROXY_SSL_HEADER = (
@@ -377,8 +381,15 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "chatsite.logging.JsonFormatter"},
     },
+    # The same record over and over (one client failing every frame) is dropped
+    # after 5 a minute per message template, with a count (chatsite/logging.py).
+    "filters": {"repeats": {"()": "chatsite.logging.RepeatFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["repeats"],
+        }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},

@@ -8,6 +8,7 @@ Another user's id is a 404 exactly like a missing one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -42,6 +43,7 @@ from .services.presets import (
     preset_update,
 )
 from .services.usage import usage_summary
+from .validation import INVALID_TEXT_MESSAGE, has_invalid_text
 
 STATUS = {
     "bad_request": 400,
@@ -53,6 +55,7 @@ STATUS = {
     "unavailable": 503,
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+log = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponseBase]
 
@@ -99,11 +102,18 @@ def api(*methods: str) -> Callable[[View], View]:
                 if failure is not None:
                     return failure
             try:
+                if any(has_invalid_text(v) for v in request.GET.lists()):
+                    raise BadRequest(INVALID_TEXT_MESSAGE)
                 return view(request, *args, **kwargs)
             except ChatError as exc:
                 return JsonResponse(
                     {"error": exc.as_dict()}, status=STATUS.get(exc.code, 500)
                 )
+            except Exception:
+                # Still JSON for the client; the traceback goes to the log (whose
+                # handler drops repeats: chatsite/logging.py).
+                log.exception("API view %s failed", view.__name__)
+                return _error("internal", ChatError.default_message, 500)
 
         return wrapper
 
@@ -115,10 +125,12 @@ def _body(request: HttpRequest, allowed: set[str]) -> dict[str, Any]:
         data = json.loads(request.body or b"{}")
     except RequestDataTooBig:
         raise BadRequest("The request body is too large.") from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("The body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object.")
+    if has_invalid_text(data):
+        raise BadRequest(INVALID_TEXT_MESSAGE)
     unknown = set(data) - allowed
     if unknown:
         raise BadRequest(

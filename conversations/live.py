@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,7 +75,9 @@ class LiveStore(Protocol):
     async def snapshot(self, message_id: int) -> Snapshot | None: ...
     async def lock(self, key: str, token: str, ttl: float) -> bool: ...
     async def unlock(self, key: str, token: str) -> None: ...
-    async def rate_hit(self, key: str, limit: int, window: int) -> int: ...
+    async def rate_hit(
+        self, key: str, limit: int, window: int, now: float | None = None
+    ) -> int: ...
     async def heartbeat(self, worker: str) -> None: ...
     async def alive(self, workers: list[str]) -> set[str]: ...
     async def forget_worker(self, worker: str) -> None: ...
@@ -86,7 +90,7 @@ class MemoryStore:
         self.streams: dict[int, Snapshot] = {}
         self.expiry: dict[Any, float] = {}
         self.locks: dict[str, str] = {}
-        self.windows: dict[str, tuple[int, int]] = {}
+        self.windows: dict[str, list[float]] = {}
         self.workers: set[str] = set()
 
     def _expired(self, key: Any) -> bool:
@@ -124,13 +128,19 @@ class MemoryStore:
         if self.locks.get(key) == token:
             del self.locks[key]
 
-    async def rate_hit(self, key: str, limit: int, window: int) -> int:
-        now = time.time()
-        bucket = int(now // window)
-        previous, count = self.windows.get(key, (bucket, 0))
-        count = count + 1 if previous == bucket else 1
-        self.windows[key] = (bucket, count)
-        return 0 if count <= limit else max(1, int(window - now % window))
+    async def rate_hit(
+        self, key: str, limit: int, window: int, now: float | None = None
+    ) -> int:
+        """A sliding window: at most `limit` hits in any `window` seconds; returns 0
+        (counted) or the seconds until the next hit would be allowed."""
+        now = time.time() if now is None else now
+        stamps = [t for t in self.windows.get(key, []) if t > now - window]
+        if len(stamps) >= limit:
+            self.windows[key] = stamps
+            return max(1, math.ceil(stamps[-limit] + window - now))
+        stamps.append(now)
+        self.windows[key] = stamps
+        return 0
 
     async def heartbeat(self, worker: str) -> None:
         self.workers.add(worker)
@@ -222,11 +232,23 @@ class RedisStore:
     async def unlock(self, key: str, token: str) -> None:
         await self._call("EVAL", _UNLOCK, 1, f"{self.p}:l:{key}", token)
 
-    async def rate_hit(self, key: str, limit: int, window: int) -> int:
-        now = time.time()
-        bucket = f"{self.p}:r:{key}:{int(now // window)}"
-        count = await self._call("EVAL", _RATE, 1, bucket, window + 1)
-        return 0 if count <= limit else max(1, int(window - now % window))
+    async def rate_hit(
+        self, key: str, limit: int, window: int, now: float | None = None
+    ) -> int:
+        """A sliding window over every process: the hits of the last `window`
+        seconds are a sorted set; returns 0 (counted) or the seconds to wait."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        wait_ms = await self._call(
+            "EVAL",
+            _RATE,
+            1,
+            f"{self.p}:r:{key}",
+            now_ms,
+            window * 1000,
+            limit,
+            f"{now_ms}-{uuid.uuid4().hex[:8]}",
+        )
+        return 0 if int(wait_ms) <= 0 else max(1, math.ceil(int(wait_ms) / 1000))
 
     async def heartbeat(self, worker: str) -> None:
         await self.r.set(f"{self.p}:w:{worker}", 1, ex=WORKER_TTL)
@@ -247,10 +269,19 @@ redis.call('hset', KEYS[1], 'q', 0, 'o', ARGV[1], 'd', 0)
 redis.call('expire', KEYS[1], ARGV[2])
 return redis.call('set', KEYS[1] .. ':t', '', 'EX', ARGV[2])
 """
+# Sliding window: drop hits older than the window; below the limit add this one,
+# else return the milliseconds until the oldest hit that counts leaves the window.
 _RATE = """
-local count = redis.call('incr', KEYS[1])
-if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
-return count
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - window)
+local n = redis.call('zcard', KEYS[1])
+if n < limit then
+  redis.call('zadd', KEYS[1], now, ARGV[4])
+  redis.call('pexpire', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('zrange', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+return tonumber(oldest[2]) + window - now
 """
 
 _FINISH = """

@@ -184,10 +184,36 @@ class UserQuota(models.Model):
     )
     daily_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     daily_messages = models.PositiveIntegerField(null=True, blank=True)
+    daily_images = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"quota of {self.user_id}"
+
+
+class RateEvent(models.Model):
+    """One counted action of a user for a sliding-window rate limit on a synchronous
+    path (reports, dialogue creation: `services/usage.py`). A user's rows older than
+    the window go as that user acts again."""
+
+    class Action(models.TextChoices):
+        REPORT = "report"
+        DIALOGUE = "dialogue"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at"]
+        indexes = [
+            models.Index(fields=["user", "action", "at"], name="rate_user_action_at")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.action} {self.at:%H:%M:%S}"
 
 
 class Flag(models.Model):

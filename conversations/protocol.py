@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from .exceptions import BadRequest
+from .validation import INVALID_TEXT_MESSAGE, has_invalid_text, is_valid_text
 
 CLIENT_TYPES = frozenset(
     {
@@ -31,10 +32,12 @@ def parse_frame(text: str | None) -> dict[str, Any]:
         raise BadRequest("Frames must be JSON text, not binary.")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("The frame is not valid JSON.") from None
     if not isinstance(data, dict):
         raise BadRequest("A frame must be a JSON object.")
+    if has_invalid_text(data):
+        raise BadRequest(INVALID_TEXT_MESSAGE)
     kind = data.get("type")
     if not isinstance(kind, str):
         raise BadRequest("A frame needs a string `type`.")
@@ -45,10 +48,10 @@ def parse_frame(text: str | None) -> dict[str, Any]:
 
 def ref_of(data: Any) -> str | None:
     if isinstance(data, dict):
-        if isinstance(data.get("client_id"), str):
-            return data["client_id"][:MAX_CLIENT_ID]
-        if isinstance(data.get("type"), str):
-            return data["type"][:50]
+        for name, size in (("client_id", MAX_CLIENT_ID), ("type", 50)):
+            value = data.get(name)
+            if isinstance(value, str) and is_valid_text(value):
+                return value[:size]
     return None
 
 

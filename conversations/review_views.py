@@ -7,8 +7,9 @@ import json
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
-from .exceptions import BadRequest, ChatError, MessageNotFound
+from .exceptions import BadRequest, ChatError, MessageNotFound, RateLimited
 from .services.review import message_report
+from .validation import INVALID_TEXT_MESSAGE, has_invalid_text
 
 
 def _error(exc: ChatError, status: int) -> JsonResponse:
@@ -28,10 +29,12 @@ def message_report_view(request: HttpRequest, message_id: int) -> JsonResponse:
         )
     try:
         body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _error(BadRequest("The body is not JSON."), 400)
     if not isinstance(body, dict):
         return _error(BadRequest("The body must be a JSON object."), 400)
+    if has_invalid_text(body):
+        return _error(BadRequest(INVALID_TEXT_MESSAGE), 400)
     try:
         flag = message_report(
             user=request.user, message_id=message_id, reason=body.get("reason")
@@ -40,6 +43,8 @@ def message_report_view(request: HttpRequest, message_id: int) -> JsonResponse:
         return _error(exc, 404)
     except BadRequest as exc:
         return _error(exc, 400)
+    except RateLimited as exc:
+        return _error(exc, 429)
     return JsonResponse(
         {"id": flag.pk, "message": flag.message_id, "dialogue": flag.dialogue_id},
         status=201,

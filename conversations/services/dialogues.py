@@ -18,6 +18,7 @@ from ..catalog import ModelSpec, resolve_model
 from ..exceptions import BadRequest
 from ..models import Dialogue, Message, Preset
 from ..serializers import dialogue_dict, iso
+from .usage import dialogue_create_rate_hit
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +76,22 @@ def dialogue_create(
     system_prompt: str = "",
     preset: Preset | None = None,
 ) -> Dialogue:
-    """A new dialogue; a preset fills the system prompt and model not given."""
+    """A new dialogue; a preset fills the system prompt and model not given. At most
+    CHAT_DIALOGUES_PER_HOUR per user in any hour (`RateLimited`)."""
     if preset is not None and preset.owner_id != user.pk:
         raise BadRequest("No such preset.", fields={"preset": "not_found"})
     title = _clean_title(title)
     if preset is not None:
         system_prompt = system_prompt or preset.system_prompt
         model = model or preset.model or None
+    model, system_prompt = clean_model(model), clean_system_prompt(system_prompt)
+    dialogue_create_rate_hit(user=user)
     return Dialogue.objects.create(
         owner=user,
         title=title,
         title_set_by_user=bool(title),
-        model=clean_model(model),
-        system_prompt=clean_system_prompt(system_prompt),
+        model=model,
+        system_prompt=system_prompt,
     )
 
 

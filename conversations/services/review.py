@@ -10,6 +10,7 @@ from django.db.models import Exists, OuterRef
 
 from ..exceptions import BadRequest, MessageNotFound
 from ..models import Dialogue, Flag, Message, TranscriptView
+from .usage import report_rate_hit
 
 REASON_MAX_CHARS = 2000
 
@@ -98,9 +99,11 @@ def message_report(*, user: Any, message_id: int, reason: object) -> Flag:
     """A user reports a message of one of their own dialogues for staff review.
 
     Someone else's message behaves exactly like a missing one. Reporting the same
-    message again while the first report is open returns that report.
+    message again while the first report is open returns that report. At most
+    CHAT_REPORTS_PER_HOUR reports per user in any hour (`RateLimited`).
     """
     reason = _clean_reason(reason)
+    report_rate_hit(user=user)
     message = (
         Message.objects.select_related("dialogue")
         .filter(pk=message_id, dialogue__owner=user)

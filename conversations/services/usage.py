@@ -1,15 +1,18 @@
-"""Usage per user per UTC day, and the daily quotas checked before any model call."""
+"""Usage per user per UTC day, the daily quotas checked before any model call, and the
+sliding-window rate limits of the synchronous paths (reports, dialogue creation)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 
-from ..exceptions import QuotaExceeded
-from ..models import Message, UsageDaily, UserQuota
+from ..exceptions import QuotaExceeded, RateLimited
+from ..models import Message, RateEvent, UsageDaily, UserQuota
 from ..tokens import count_tokens
 
 HISTORY_DAYS = 14
@@ -168,3 +171,69 @@ def usage_summary(*, user: Any) -> dict[str, Any]:
         "reset_at": reset_at().isoformat(),
         "days": days,
     }
+
+
+# --- Sliding-window rate limits of synchronous paths -------------------------------
+
+
+def sliding_window_retry(
+    stamps: list[float], *, now: float, limit: int, window: float
+) -> int:
+    """Seconds until one more action is allowed when at most `limit` may fall in any
+    `window` seconds and `stamps` (ascending) are the earlier ones; 0: allowed now."""
+    recent = [t for t in stamps if t > now - window]
+    if len(recent) < limit:
+        return 0
+    # The action that must leave the window first: the oldest of the last `limit`.
+    return max(1, math.ceil(recent[-limit] + window - now))
+
+
+def rate_limit_hit(
+    *,
+    user: Any,
+    action: str,
+    limit: int,
+    window: float,
+    message: str,
+    now: datetime | None = None,
+) -> None:
+    """Count one `action` of the user, or raise `RateLimited` (with `retry_after`)
+    when `limit` of them fell in the last `window` seconds (0: no limit). The user's
+    row is locked for the count, so concurrent requests cannot all slip through."""
+    if limit <= 0:
+        return
+    now = now or datetime.now(UTC)
+    since = now - timedelta(seconds=window)
+    with transaction.atomic():
+        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        events = RateEvent.objects.filter(user_id=user.pk, action=action)
+        events.filter(at__lte=since).delete()
+        stamps = [at.timestamp() for at in events.values_list("at", flat=True)]
+        retry = sliding_window_retry(
+            stamps, now=now.timestamp(), limit=limit, window=window
+        )
+        if retry:
+            raise RateLimited(message.format(retry=retry), retry_after=retry)
+        RateEvent.objects.create(user_id=user.pk, action=action, at=now)
+
+
+def report_rate_hit(*, user: Any, now: datetime | None = None) -> None:
+    rate_limit_hit(
+        user=user,
+        action=RateEvent.Action.REPORT,
+        limit=settings.CHAT_REPORTS_PER_HOUR,
+        window=3600,
+        message="You have sent many reports. Try again in {retry} seconds.",
+        now=now,
+    )
+
+
+def dialogue_create_rate_hit(*, user: Any, now: datetime | None = None) -> None:
+    rate_limit_hit(
+        user=user,
+        action=RateEvent.Action.DIALOGUE,
+        limit=settings.CHAT_DIALOGUES_PER_HOUR,
+        window=3600,
+        message="You are creating dialogues too fast. Try again in {retry} seconds.",
+        now=now,
+    )

@@ -19,6 +19,7 @@ from django.db import DatabaseError, transaction
 from imaging.services import image_delete_files
 
 from ...models import Dialogue
+from ...validation import INVALID_TEXT_MESSAGE, has_invalid_text
 from .chatgpt import parse_chatgpt
 from .chatsite import FORMAT, FORMAT_V1, dialogue_export_portable, parse_chatsite
 from .model import ImportFileInvalid, Parsed
@@ -66,6 +67,10 @@ def parse(raw: bytes) -> Parsed:
         raise ImportFileInvalid(
             f"The file is not valid JSON (line {exc.lineno}, column {exc.colno})."
         ) from None
+    except RecursionError:
+        raise ImportFileInvalid("The file is nested too deeply.") from None
+    if has_invalid_text(data):
+        raise ImportFileInvalid(INVALID_TEXT_MESSAGE)
     if isinstance(data, dict) and data.get("format") in (FORMAT, FORMAT_V1):
         return parse_chatsite(data)
     if isinstance(data, dict) and str(data.get("format", "")).startswith("chatsite."):
