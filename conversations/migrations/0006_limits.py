@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0004_message_tree'),
+        ('conversations', '0005_usage_estimated_cut_off'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
