@@ -23,7 +23,7 @@ from . import protocol as p
 from .exceptions import ChatError
 from .fanout import get_hub
 from .serializers import dialogue_dict, message_dict
-from .services import messaging, replies
+from .services import messaging, replies, tree
 from .services.workers import accepting, get_worker
 from .socket_sessions import CLOSE_CODE, get_watch
 
@@ -200,6 +200,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user=self.scope["user"], dialogue_id=p.dialogue_id(data)
         )
         await self.begin(turn)
+
+    async def on_branch_switch(self, data: dict[str, Any]) -> None:
+        await tree.branch_show(
+            user=self.scope["user"],
+            dialogue_id=p.dialogue_id(data),
+            message_id=data.get("message"),
+            subscribe=self.subscribe,
+        )
 
     async def begin(self, turn: messaging.Turn) -> None:
         if turn.created_dialogue:

@@ -105,6 +105,12 @@ class Message(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["dialogue", "id"], name="message_page_idx"),
+            # The shown branch: pages, the leaf a send continues, the context.
+            models.Index(
+                fields=["dialogue", "id"],
+                name="message_path_idx",
+                condition=Q(replaced=False),
+            ),
             models.Index(
                 fields=["dialogue", "created_at"], name="message_dialogue_time_idx"
             ),

@@ -22,6 +22,7 @@ CLIENT_TYPES = frozenset(
         "reply.stop",
         "reply.regenerate",
         "image.generate",
+        "branch.switch",
     }
 )
 MAX_CLIENT_ID = 100

@@ -40,7 +40,8 @@ def send_context(
     """What a send needs to know, in one query: (the id of the user's message already
     stored under `client_id`, the user's dialogue `dialogue_id` or None when none is
     given, the user's quota override). `DialogueNotFound` for a missing or foreign
-    dialogue, unless the message was a resend (its id comes back then)."""
+    dialogue, unless the message was a resend (its id comes back then). The dialogue
+    carries `send_leaf`: the last message of its shown branch, or None."""
     message = connection.ops.quote_name(Message._meta.db_table)
     quota = connection.ops.quote_name(UserQuota._meta.db_table)
     dup = f"(SELECT m.id FROM {message} m WHERE m.user_id = %s AND m.client_id = %s LIMIT 1)"  # noqa: S608
@@ -55,10 +56,15 @@ def send_context(
         return dup_id, None, {"daily_tokens": tokens, "daily_messages": messages}
     _check_dialogue_id(dialogue_id)
     dialogue_table = connection.ops.quote_name(Dialogue._meta.db_table)
+    leaf = (
+        f"(SELECT l.id FROM {message} l WHERE l.dialogue_id = d.id "  # noqa: S608
+        "AND NOT l.replaced ORDER BY l.id DESC LIMIT 1)"
+    )
     rows = list(
         Dialogue.objects.raw(
             f"SELECT d.*, {dup} AS send_dup, q.daily_tokens AS send_quota_tokens, "  # noqa: S608
-            f"q.daily_messages AS send_quota_messages FROM {dialogue_table} d "
+            f"q.daily_messages AS send_quota_messages, {leaf} AS send_leaf "
+            f"FROM {dialogue_table} d "
             f"LEFT JOIN {quota} q ON q.user_id = d.owner_id "
             "WHERE d.id = %s AND d.owner_id = %s",
             [user.pk, client_id, dialogue_id, user.pk],

@@ -154,8 +154,10 @@ def _store_turn(
     spec: ModelSpec,
     image: dict[str, Any] | None,
     replace_from: int | None = None,
+    parent_id: int | None = None,
 ) -> Turn:
-    """One transaction: the dialogue (if new), the user message, the pending reply."""
+    """One transaction: the dialogue (if new), the user message (a child of
+    `parent_id`), the pending reply."""
     with transaction.atomic():
         created = dialogue is None
         if dialogue is None:
@@ -172,6 +174,7 @@ def _store_turn(
             client_id=client_id,
             created_dialogue=created,
             model=spec.name,
+            parent_id=None if created else parent_id,
         )
         reply, picture = _pending_reply(
             dialogue=dialogue, spec=spec, image=image, after=message, new=created
@@ -201,6 +204,7 @@ def _pending_reply(
     image: dict[str, Any] | None,
     after: Message | None = None,
     new: bool = False,
+    parent_id: int | None = None,
 ) -> tuple[Message, Any]:
     """The writes every turn shares, in a transaction of the caller: the busy check
     with the dialogue's activity bump (`Busy`; not for a `new` dialogue), the
@@ -215,8 +219,13 @@ def _pending_reply(
         status=Message.Status.STREAMING,
         model=spec.name,
         worker=get_worker().id,
+        parent_id=parent_id,
     )
     Message.objects.bulk_create([m for m in (after, reply) if m is not None])
+    if after is not None:
+        # Its parent's id exists only now: one insert for both rows, then the link.
+        reply.parent_id = after.pk
+        Message.objects.filter(pk=reply.pk).update(parent_id=after.pk)
     picture = None
     if image is not None:
         picture = image_create_pending(
@@ -227,10 +236,11 @@ def _pending_reply(
 
 def _send_prepare(
     *, user: Any, dialogue_id: int | None, client_id: str, replace_last: bool
-) -> tuple[Message | None, Dialogue | None, int | None]:
+) -> tuple[Message | None, Dialogue | None, int | None, int | None]:
     """The reads of a send in one database call: (the message already stored under
-    this `client_id`, or the dialogue, the first message an edit replaces), after the
-    daily quota."""
+    this `client_id`, or the dialogue, the first message an edit replaces, the parent
+    of the new message), after the daily quota. A send continues the shown branch;
+    an edit makes a sibling of the message it edits."""
     dup_id, dialogue, quota = selectors.send_context(
         user=user, dialogue_id=dialogue_id, client_id=client_id
     )
@@ -238,17 +248,18 @@ def _send_prepare(
         # A resend: the full message (rare) is read only then.
         existing = selectors.message_find_by_client_id(user=user, client_id=client_id)
         if existing is not None:
-            return existing, None, None
+            return existing, None, None, None
     replace_from = None
+    parent_id = getattr(dialogue, "send_leaf", None)
     if replace_last:
         if dialogue is None:
             raise BadRequest("Nothing to edit in a new dialogue.")
         last = selectors.message_last_user(dialogue=dialogue)
         if last is None:
             raise MessageNotFound("There is no message to edit in this dialogue.")
-        replace_from = last.pk
+        replace_from, parent_id = last.pk, last.parent_id
     quota_check(user=user, override=quota)
-    return None, dialogue, replace_from
+    return None, dialogue, replace_from, parent_id
 
 
 @_gated
@@ -269,7 +280,7 @@ async def message_send(
     with `duplicate=True` (protocol guarantee 4).
     """
     _check_length(content)
-    existing, dialogue, replace_from = await db_async(_send_prepare)(
+    existing, dialogue, replace_from, parent_id = await db_async(_send_prepare)(
         user=user,
         dialogue_id=dialogue_id,
         client_id=client_id,
@@ -299,6 +310,7 @@ async def message_send(
                 if prompt is not None
                 else None,
                 replace_from=replace_from,
+                parent_id=parent_id,
             )
     except IntegrityError:
         # The same client_id raced in from another socket: the first one won.
@@ -317,7 +329,8 @@ async def message_send(
 
 @_gated
 async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
-    """Answer the last user message again; earlier answers to it stay, marked replaced."""
+    """Answer the last user message again: a sibling of the earlier answers, which
+    stay, off the shown branch (marked replaced)."""
     dialogue = await db_async(selectors.dialogue_get_for_user)(
         dialogue_id=dialogue_id, user=user
     )
@@ -337,6 +350,7 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
                 dialogue=dialogue,
                 spec=spec,
                 image={"prompt": prompt} if prompt is not None else None,
+                parent_id=last.pk,
             )
         return Turn(dialogue, None, reply, picture)
 

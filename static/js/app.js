@@ -346,7 +346,8 @@ const handlers = {
     const c = conv(message.dialogue);
     const entry = message.client_id ? outbox.remove(message.client_id) : null;
     const pendingKey = message.client_id ? `c:${message.client_id}` : null;
-    if (entry && entry.type === "message.edit") markEdited(c, message);
+    if (message.parent !== undefined) followBranch(c, message);
+    else if (entry && entry.type === "message.edit") markEdited(c, message);
     const m = upsertMessage(c, message);
     sidebar.touch(message.dialogue, message.created_at);
     if (key(message.dialogue) === current) {
@@ -357,7 +358,8 @@ const handlers = {
 
   "reply.started"(frame) {
     const c = conv(frame.dialogue);
-    markRegenerated(c, frame.message);
+    if (frame.message.parent === undefined) markRegenerated(c, frame.message);
+    else followBranch(c, frame.message);
     onMessage(frame);
   },
   "reply.completed"(frame) {
@@ -415,6 +417,7 @@ const handlers = {
     if (frame.ref === "dialogue.open" && frame.code === "not_found") {
       if (current) forgetDialogue(current);
     }
+    if (frame.ref === "branch.switch") messagesEl.dataset.loading = "false";
     if (frame.ref === "reply.stop") {
       for (const m of conv(current).messages) delete m.stopping;
     }
@@ -430,6 +433,25 @@ function onMessage({ dialogue, message }) {
   if (m.status !== "streaming") delete m.stopping;
   sidebar.touch(dialogue, message.created_at);
   if (key(dialogue) === current) showMessage(m);
+}
+
+/** A new message continues the branch after its parent: what the shown branch had
+ * after the parent leaves it (an edit or a regenerate), and the new message counts
+ * the one it replaces among its siblings. */
+function followBranch(c, message) {
+  if (c.messages.some((m) => m.id === message.id)) return false; // already placed
+  const visible = c.messages.filter((m) => !m.replaced && m.id != null);
+  const at = message.parent == null ? -1 : visible.findIndex((m) => m.id === message.parent);
+  if (message.parent != null && at < 0) return false; // its parent is not loaded here
+  const leaving = visible.slice(at + 1);
+  const previous = leaving.find((m) => (m.parent ?? null) === (message.parent ?? null));
+  message.siblings = previous ? [...(previous.siblings || [previous.id]), message.id] : [message.id];
+  for (const m of leaving) {
+    m.replaced = true;
+    const view = key(message.dialogue) === current ? views.get(msgKey(m)) : null;
+    if (view) view.update(m);
+  }
+  return leaving.length > 0;
 }
 
 /** A regenerated reply replaces the previous answer to the same user message. */
@@ -715,6 +737,8 @@ listEl.addEventListener("click", async (e) => {
     await copyText(button.closest(".code-block").querySelector("pre").textContent, button);
   } else if (action === "copy-message" && m) {
     await copyText(m.content, button);
+  } else if ((action === "branch-prev" || action === "branch-next") && m) {
+    switchBranch(m, action === "branch-next" ? 1 : -1);
   } else if (action === "retry" || action === "regenerate") {
     regenerate();
   } else if (action === "report" && m) {
@@ -726,6 +750,16 @@ listEl.addEventListener("click", async (e) => {
     input.focus();
   }
 });
+
+/** Show the previous or next sibling's branch, on this device and every other. */
+function switchBranch(m, step) {
+  const siblings = m.siblings || [];
+  const target = siblings[siblings.indexOf(m.id) + step];
+  if (target == null || streamingMessage(conv(current))) return;
+  if (socket.send({ type: "branch.switch", dialogue: wireId(current), message: target })) {
+    messagesEl.dataset.loading = "true";
+  }
+}
 
 async function copyText(text, button) {
   try {

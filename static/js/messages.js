@@ -65,6 +65,20 @@ export class MessageView {
     }
     this.renderImages(message.images || []);
     applyReportState(el, message);
+    this.renderBranches(message);
+  }
+
+  /** `‹ 2 / 3 ›` on a message with siblings (edits or regenerations of it). */
+  renderBranches(message) {
+    const siblings = message.siblings || [];
+    const box = this.el.querySelector(".msg-branches");
+    const index = siblings.indexOf(message.id);
+    const shown = siblings.length > 1 && index >= 0;
+    box.classList.toggle("d-none", !shown);
+    if (!shown) return;
+    box.querySelector(".msg-branch-pos").textContent = `${index + 1} / ${siblings.length}`;
+    box.querySelector(".msg-branch-prev").disabled = index === 0;
+    box.querySelector(".msg-branch-next").disabled = index === siblings.length - 1;
   }
 
   /** Render the assistant text now (called at most once per animation frame). */
