@@ -25,14 +25,28 @@ MAX_ACTIVE_PER_DIALOGUE = 50
 
 
 def _path_ids(*, dialogue: Dialogue, upto: Message) -> list[int]:
-    """The ids of the messages shown on the way to `upto`, oldest first."""
-    ids = list(
-        Message.objects.filter(dialogue=dialogue, id__lt=upto.pk, replaced=False)
-        .exclude(status=Message.Status.STREAMING)
-        .order_by("id")
-        .values_list("id", flat=True)
+    """The ids of the branch that leads to `upto`, first turn first: its ancestors
+    (one query for the dialogue's (id, parent) pairs), then it."""
+    parent_of = dict(
+        Message.objects.filter(dialogue=dialogue, id__lt=upto.pk).values_list(
+            "id", "parent_id"
+        )
     )
-    return [*ids, upto.pk]
+    linked = any(parent is not None for parent in parent_of.values())
+    if upto.parent_id is None and parent_of and not linked:
+        # Messages from before the tree, never linked: the turns shown before it.
+        return [
+            *Message.objects.filter(dialogue=dialogue, id__lt=upto.pk, replaced=False)
+            .order_by("id")
+            .values_list("id", flat=True),
+            upto.pk,
+        ]
+    path = [upto.pk]
+    node = upto.parent_id
+    while node is not None:
+        path.append(node)
+        node = parent_of.get(node)
+    return path[::-1]
 
 
 def share_create(

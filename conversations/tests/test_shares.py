@@ -295,3 +295,21 @@ def test_staff_see_shares_in_the_admin_and_revoke_them(client, user, dialogue):
     assert "Revoked 1 link" in done.content.decode()
     assert client.get(share["url"]).status_code == 404
     assert client.get(changelist, {"state": "revoked"}).context["cl"].result_count == 1
+
+
+def test_a_share_of_another_branch_holds_that_branch(client, user, dialogue):
+    # given a question answered twice; the second answer is shown
+    q = MessageFactory(dialogue=dialogue, content="name a bird")
+    first = MessageFactory(
+        dialogue=dialogue, role="assistant", content="robin", parent=q, replaced=True
+    )
+    MessageFactory(dialogue=dialogue, role="assistant", content="heron", parent=q)
+    client.force_login(user)
+
+    # when the first answer is shared
+    share = _create(client, dialogue, first.pk).json()
+
+    # then the page holds the question and that answer, not the other one
+    body = _anonymous_get(client, share["url"]).content.decode()
+    assert "name a bird" in body and "robin" in body and "heron" not in body
+    assert share["messages"] == 2
