@@ -455,6 +455,7 @@ def test_json_export_parses_and_holds_every_message_and_image(api, rich_dialogue
     assert by_content[reply.content]["usage"] == {
         "prompt_tokens": 12,
         "completion_tokens": 20,
+        "estimated": False,
     }
     assert reply.content.startswith("Here it is:")
     holder = Message.objects.get(pk=image.message_id)

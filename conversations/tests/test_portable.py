@@ -75,6 +75,8 @@ def branchy(user):
         prompt_tokens=12,
         completion_tokens=None,
         model="fake-model",
+        usage_estimated=True,
+        cut_off=True,
     )
     q3 = _msg(d, "user", "/image a pizza", parent=a2)
     a3 = _msg(d, "assistant", "", parent=q3, model="fake-image")

@@ -85,6 +85,7 @@ def dialogue_export_portable(*, dialogue: Dialogue) -> str:
             usage = {
                 "prompt_tokens": m.prompt_tokens,
                 "completion_tokens": m.completion_tokens,
+                "estimated": m.usage_estimated,
             }
         messages.append(
             {
@@ -103,6 +104,7 @@ def dialogue_export_portable(*, dialogue: Dialogue) -> str:
                     else None
                 ),
                 "replaced": m.replaced,
+                "cut_off": m.cut_off,
                 "images": [_image_out(i) for i in m.images.all()],
             }
         )
@@ -307,6 +309,8 @@ def parse_chatsite(data: dict[str, Any]) -> Parsed:
                 seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else 0,
                 prompt_tokens=u.number("prompt_tokens") if u else None,
                 completion_tokens=u.number("completion_tokens") if u else None,
+                usage_estimated=u.flag("estimated", False) if u else False,
+                cut_off=r.flag("cut_off", False),
                 error_code=code,
                 error_message=message,
                 replaced=replaced,

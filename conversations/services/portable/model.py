@@ -40,6 +40,8 @@ class PortableMessage:
     seq: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    usage_estimated: bool = False
+    cut_off: bool = False
     error_code: str = ""
     error_message: str = ""
     replaced: bool = False

@@ -49,6 +49,8 @@ def dialogue_store(
             seq=m.seq,
             prompt_tokens=m.prompt_tokens,
             completion_tokens=m.completion_tokens,
+            usage_estimated=m.usage_estimated,
+            cut_off=m.cut_off,
             error_code=m.error_code,
             error_message=m.error_message,
             replaced=m.replaced,
