@@ -24,6 +24,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chatsite import lifecycle, serverperf  # noqa: E402
+from chatsite.dbguard import DatabaseOutageGuard  # noqa: E402
 from chatsite.origins import SiteOriginValidator  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from conversations.tokens import warm_up  # noqa: E402
@@ -32,8 +33,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Scheme, host and port of the Origin must be the site's (chatsite/origins.py).
+        # A database outage at the handshake answers `unavailable` (chatsite/dbguard.py).
         "websocket": SiteOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            DatabaseOutageGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -16,11 +16,12 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
 from chatsite import lifecycle
 
 from . import protocol as p
-from .exceptions import ChatError
+from .exceptions import ChatError, DatabaseUnavailable
 from .fanout import get_hub
 from .serializers import dialogue_dict, message_dict
 from .services import messaging, replies, tree
@@ -90,6 +91,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ChatError as exc:
             await self.send_json(
                 {"type": "error", **exc.as_dict(), "ref": p.ref_of(data)}
+            )
+        except DatabaseError:  # an outage: try again later, nothing is wrong with it
+            log.warning("database unavailable for a frame", exc_info=True)
+            await self.send_json(
+                {
+                    "type": "error",
+                    **DatabaseUnavailable().as_dict(),
+                    "ref": p.ref_of(data),
+                }
             )
         except Exception:
             log.exception("frame handling failed")

@@ -56,6 +56,12 @@ class Unavailable(ChatError):
     default_message = "No model provider is configured or reachable."
 
 
+class DatabaseUnavailable(Unavailable):
+    default_message = (
+        "The site cannot reach its database right now. Please try again in a moment."
+    )
+
+
 class LLMError(ChatError):
     """The model could not answer; `code` is the protocol error code for the message."""
 

@@ -81,6 +81,11 @@ class LiveStore(Protocol):
     async def heartbeat(self, worker: str) -> None: ...
     async def alive(self, workers: list[str]) -> set[str]: ...
     async def forget_worker(self, worker: str) -> None: ...
+    async def final_park(
+        self, message_id: int, dialogue_id: int, fields: dict[str, Any]
+    ) -> None: ...
+    async def finals(self) -> dict[int, tuple[int, dict[str, Any]]]: ...
+    async def final_done(self, message_id: int) -> None: ...
 
 
 class MemoryStore:
@@ -92,6 +97,7 @@ class MemoryStore:
         self.locks: dict[str, str] = {}
         self.windows: dict[str, list[float]] = {}
         self.workers: set[str] = set()
+        self.parked: dict[int, tuple[int, dict[str, Any]]] = {}
 
     def _expired(self, key: Any) -> bool:
         deadline = self.expiry.get(key)
@@ -150,6 +156,18 @@ class MemoryStore:
 
     async def forget_worker(self, worker: str) -> None:
         self.workers.discard(worker)
+
+    # Final states the database refused, kept until it takes them (no expiry).
+    async def final_park(
+        self, message_id: int, dialogue_id: int, fields: dict[str, Any]
+    ) -> None:
+        self.parked[message_id] = (dialogue_id, dict(fields))
+
+    async def finals(self) -> dict[int, tuple[int, dict[str, Any]]]:
+        return dict(self.parked)
+
+    async def final_done(self, message_id: int) -> None:
+        self.parked.pop(message_id, None)
 
 
 _UNLOCK = """
@@ -217,7 +235,7 @@ class RedisStore:
         if not data:
             return None
         return Snapshot(
-            (text or b"").decode(),
+            (text or b"").decode(errors="replace"),
             int(data.get(b"q", 0)),
             data.get(b"o", b"").decode(),
             data.get(b"d", b"0") == b"1",
@@ -261,6 +279,25 @@ class RedisStore:
 
     async def forget_worker(self, worker: str) -> None:
         await self.r.delete(f"{self.p}:w:{worker}")
+
+    # `cs:finals`: {message id: {"dialogue", "fields"}} the database refused, kept
+    # (no expiry) until it takes them.
+    async def final_park(
+        self, message_id: int, dialogue_id: int, fields: dict[str, Any]
+    ) -> None:
+        payload = json.dumps({"dialogue": dialogue_id, "fields": fields})
+        await self.r.hset(f"{self.p}:finals", str(message_id), payload)
+
+    async def finals(self) -> dict[int, tuple[int, dict[str, Any]]]:
+        raw = await self.r.hgetall(f"{self.p}:finals")
+        parked = {}
+        for key, value in raw.items():
+            data = json.loads(value)
+            parked[int(key)] = (int(data["dialogue"]), data["fields"])
+        return parked
+
+    async def final_done(self, message_id: int) -> None:
+        await self.r.hdel(f"{self.p}:finals", str(message_id))
 
 
 _START = """

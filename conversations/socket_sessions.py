@@ -203,6 +203,14 @@ class SessionWatch:
                     if new is not None:
                         self.expiry[socket] = new
 
+    async def stop(self) -> None:
+        """Cancel this loop's tasks (tests: each has its own loop)."""
+        tasks, self._tasks, self._loop = self._tasks, [], None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
     async def _ensure_started(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is loop:

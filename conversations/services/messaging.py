@@ -391,7 +391,11 @@ async def dialogue_open(
     for i, message in enumerate(messages):
         if message.status != Message.Status.STREAMING:
             continue
-        snap = await store.snapshot(message.pk)
+        try:
+            snap = await store.snapshot(message.pk)
+        except Exception:  # a damaged or unreachable live state: the row stands
+            log.warning("no live state for message %s", message.pk, exc_info=True)
+            snap = None
         if snap is None or snap.done:
             # Finished since the page was read, or no live state: its process may be
             # gone (reap it now) or a reaper got there first. The row is the truth.

@@ -9,6 +9,7 @@ picture instead. Nothing here parses frames or knows about sockets.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..llm import ChatLLM, get_llm
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, message_dict
 from .messaging import Turn, message_reload, send_gate
-from .streaming import ReplyControl, reply_stream
+from .streaming import FinalSaveFailed, ReplyControl, reply_stream
 from .usage import usage_record_image
 from .workers import get_worker
 
@@ -132,6 +133,11 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
                 )
         if completed:
             await _autotitle(dialogue, llm, spec)
+    except FinalSaveFailed as exc:
+        # The database is away: the final state waits in the live store and the
+        # reaper saves it when the database is back (finals_flush).
+        log.error("final save of reply %s failed; kept in the live store", reply.pk)
+        await _park_final(reply, exc.fields)
     except Exception:
         log.exception("reply %s failed", reply.pk)
         await _fail_if_streaming(reply)
@@ -139,21 +145,67 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
         await _release(turn)
 
 
+SERVER_ERROR = (
+    "The reply could not be completed because of a server error. "
+    "The text written so far was kept; you can regenerate it."
+)
+SAVE_PENDING = (
+    "The reply could not be saved yet because the database is unreachable. Its full "
+    "text is kept and will be saved when the database is back."
+)
+
+
+async def _park_final(reply: Message, fields: dict[str, Any]) -> None:
+    """Keep the final state in the live store and tell the dialogue's sockets that
+    the reply ended (`reply.failed`, the full text, why it is not saved yet)."""
+    try:
+        await get_store().final_park(reply.pk, reply.dialogue_id, fields)
+    except Exception:
+        log.exception("could not keep the final state of reply %s", reply.pk)
+    shown = copy.copy(reply)
+    for name in ("content", "seq", "prompt_tokens", "completion_tokens"):
+        if name in fields:
+            setattr(shown, name, fields[name])
+    shown.status = Message.Status.FAILED
+    shown.error_code, shown.error_message = "unavailable", SAVE_PENDING
+    await _announce_failed(shown)
+
+
+async def _announce_failed(message: Message) -> None:
+    try:
+        await broadcast(
+            message.dialogue_id,
+            {
+                "type": "reply.failed",
+                "dialogue": message.dialogue_id,
+                "message": message_dict(message),
+            },
+        )
+    except Exception:
+        log.warning("could not announce the failure of %s", message.pk, exc_info=True)
+
+
 async def _fail_if_streaming(reply: Message) -> None:
-    """Never leave a reply `streaming` after its task ended by an error."""
+    """Never leave a reply `streaming` after its task ended by an error, and never
+    leave its tabs waiting: `reply.failed` goes out whatever the database says."""
+    shown = copy.copy(reply)
+    shown.status = Message.Status.FAILED
+    shown.error_code, shown.error_message = "internal", SERVER_ERROR
     try:
         await db_async(
             Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update
         )(
             status=Message.Status.FAILED,
             error_code="internal",
-            error_message="The reply could not be completed because of a server error. "
-            "The text written so far was kept; you can regenerate it.",
+            error_message=SERVER_ERROR,
             worker="",
             updated_at=timezone.now(),
         )
+        shown = await message_reload(reply)
     except Exception:
         log.exception("could not mark reply %s failed", reply.pk)
+    if shown.status == Message.Status.FAILED:
+        await _announce_failed(shown)
 
 
 async def _release(turn: Turn) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -36,10 +37,44 @@ from .usage import usage_record
 log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 2
+# The longest delta sent as one frame: even escaped as JSON (at most 12 bytes a
+# character, a non-BMP one as two \uXXXX) a frame stays below the 1 MiB that
+# websocket clients (and daphne, for what it receives) commonly allow.
+MAX_DELTA_CHARS = 64 * 1024
+# What the database and UTF-8 cannot hold: NUL, and UTF-16 surrogates on their own.
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
 INTERRUPTED_MESSAGE = (
     "The server stopped while writing this reply. The text written so far was kept; "
     "you can regenerate it."
 )
+
+
+def clean_text(text: str) -> str:
+    """Model text made safe to publish and store: NUL and lone surrogates become
+    U+FFFD (a valid surrogate pair becomes its character)."""
+    if _UNSAFE.search(text) is None:
+        return text
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text.replace("\x00", "\ufffd")
+
+
+def split_delta(delta: str) -> list[str]:
+    """`delta` in pieces of at most MAX_DELTA_CHARS, each its own frame."""
+    if len(delta) <= MAX_DELTA_CHARS:
+        return [delta]
+    return [
+        delta[i : i + MAX_DELTA_CHARS] for i in range(0, len(delta), MAX_DELTA_CHARS)
+    ]
+
+
+class FinalSaveFailed(Exception):
+    """The database refused the final state for longer than the retry window; the
+    reply runner keeps the state (`fields`) until it can be saved."""
+
+    def __init__(self, message: Message, fields: dict[str, Any]) -> None:
+        super().__init__(f"final save of message {message.pk} failed")
+        self.message = message
+        self.fields = fields
 
 
 @dataclass(slots=True)
@@ -258,9 +293,9 @@ async def _finish(
     while True:
         try:
             return await db_async(_finish_sync)(message, fields, with_images)
-        except DatabaseError:
+        except DatabaseError as exc:
             if time.monotonic() >= deadline:
-                raise
+                raise FinalSaveFailed(message, fields) from exc
             log.warning(
                 "final save of message %s failed; retrying in %.2fs", message.pk, delay
             )
@@ -312,7 +347,7 @@ class _Reply:
                 self.stop_seq = item.seq
                 break  # what came after the stop is not shown
         if texts:
-            return self.coalescer.feed(now, "".join(texts), len(texts))
+            return self.coalescer.feed(now, clean_text("".join(texts)), len(texts))
         return self.coalescer.tick(now)
 
     def delta(self, delta: str) -> dict[str, Any]:
@@ -412,7 +447,8 @@ async def reply_stream(
                 else:
                     await queue.wait(deadline, texts_wake=True)
                 for delta in reply.take(loop.time()):
-                    yield reply.delta(delta)
+                    for piece in split_delta(delta):
+                        yield reply.delta(piece)
             end = coalescer.flush(
                 loop.time(), wait=reply.status != Message.Status.STOPPED
             )
@@ -421,7 +457,8 @@ async def reply_stream(
                 if at > loop.time():
                     # The last text waits for credit too (at most a window).
                     await asyncio.sleep(at - loop.time())
-                yield reply.delta(delta)
+                for piece in split_delta(delta):
+                    yield reply.delta(piece)
             if not (
                 reply.status == Message.Status.COMPLETE
                 and reply.tool_calls

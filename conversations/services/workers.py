@@ -19,7 +19,7 @@ from ..asyncdb import db_async
 from ..live import WORKER_TTL, broadcast, get_store
 from ..models import Message
 from ..serializers import message_dict
-from .streaming import INTERRUPTED_MESSAGE, ReplyControl
+from .streaming import INTERRUPTED_MESSAGE, ReplyControl, _finish_sync
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ class Worker:
     async def _reap_loop(self) -> None:
         while True:
             try:
+                # First what a database outage left waiting, so it is not reaped.
+                await finals_flush()
                 await replies_reap(worker=self)
             except Exception:
                 log.warning("reaper run failed", exc_info=True)
@@ -188,6 +190,13 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
     if not candidates:
         return 0
     store = get_store()
+    try:
+        parked = await store.finals()
+    except Exception:
+        log.warning("could not read the parked final states", exc_info=True)
+        return 0
+    # A parked reply has its full text waiting: finals_flush saves it.
+    candidates = [r for r in candidates if r[0] not in parked]
     alive = await store.alive(
         sorted({r[1] for r in candidates if r[1] and r[1] != worker.id})
     )
@@ -219,6 +228,47 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
             },
         )
     return reaped
+
+
+FINAL_EVENTS = {
+    Message.Status.COMPLETE: "reply.completed",
+    Message.Status.STOPPED: "reply.stopped",
+}
+
+
+@db_async
+def _final_save(message_id: int, fields: dict[str, Any]) -> Message | None:
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None:
+        return None  # deleted meanwhile
+    return _finish_sync(message, dict(fields), with_images=True)
+
+
+async def finals_flush() -> int:
+    """Save the final states a database outage left in the live store (the reply
+    runner parks them) and announce each; returns how many were saved."""
+    store = get_store()
+    saved = 0
+    for message_id, (dialogue_id, fields) in (await store.finals()).items():
+        try:
+            message = await _final_save(message_id, fields)
+        except DatabaseError:
+            log.warning("database still away; %s waits", message_id, exc_info=True)
+            break
+        await store.final_done(message_id)
+        if message is None:
+            continue
+        saved += 1
+        log.info("reply %s saved after the database came back", message_id)
+        await broadcast(
+            dialogue_id,
+            {
+                "type": FINAL_EVENTS.get(message.status, "reply.failed"),
+                "dialogue": dialogue_id,
+                "message": message_dict(message),
+            },
+        )
+    return saved
 
 
 def accepting() -> bool:

@@ -91,8 +91,10 @@ async def _stop_worker():
     """Each test has its own event loop: end this one's generation and heartbeat tasks."""
     yield
     from conversations.services.workers import get_worker
+    from conversations.socket_sessions import get_watch
 
     await get_worker().stop_background()
+    await get_watch().stop()
 
 
 @pytest.fixture(autouse=True)

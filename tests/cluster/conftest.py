@@ -199,6 +199,8 @@ def fault_cluster(
             "CHAT_RATE_LIMIT_PER_MINUTE": "10000",
             "CHAT_SHUTDOWN_GRACE_SECONDS": "5",
             "DATABASE_CONNECT_TIMEOUT": "2",
+            # a final save gives up (and waits in Redis) after 5 s of outage
+            "CHAT_FINAL_SAVE_RETRY_SECONDS": "5",
             "LOG_LEVEL": "INFO",
         },
     )

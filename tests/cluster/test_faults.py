@@ -152,6 +152,54 @@ async def test_final_save_is_retried_while_postgresql_is_unreachable(fault_clust
     assert message.content == tokens_text(60)
 
 
+async def test_a_long_outage_loses_no_text_and_answers_unavailable(fault_cluster):
+    """PostgreSQL away far longer than the final save's retries: the tabs are told at
+    once (reply.failed, full text), sends and handshakes answer `unavailable`, and
+    the full text is saved from Redis when the database is back."""
+    import websockets
+
+    cluster = fault_cluster.cluster
+    user, cookie = await _user_and_cookie()
+    dialogue_id = await _dialogue(user)
+    client = await Client.open(cluster.ws_url, cookie)
+    await client.send_message(dialogue_id, "[[fake tokens=60 tps=40]] keep me")
+    await client.until("reply.delta")
+
+    fault_cluster.pg.cut()
+    try:
+        failed = await client.until("reply.failed", timeout=30)
+        await client.send_message(dialogue_id, "a send during the outage")
+        refused = await client.until("error", timeout=20)
+        late = await Client.open(cluster.ws_url, cookie)
+        greeting = await late.recv(timeout=20)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await late.recv(timeout=5)
+        await asyncio.sleep(10)  # a long outage: well past every retry
+        assert (await _assistant_after_restore_check(dialogue_id)) is None
+    finally:
+        fault_cluster.pg.restore()
+
+    completed = await client.until("reply.completed", timeout=40)
+    await client.close()
+    message = await _wait_final(dialogue_id, timeout=10)
+    assert failed["message"]["content"] == tokens_text(60)
+    assert failed["message"]["error"]["code"] == "unavailable"
+    assert refused["code"] == "unavailable"
+    assert greeting["type"] == "error" and greeting["code"] == "unavailable"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert completed["message"]["content"] == tokens_text(60)
+    assert message.status == "complete" and message.content == tokens_text(60)
+
+
+async def _assistant_after_restore_check(dialogue_id: int) -> None:
+    """Nothing to read while the database is away (the test's own connection goes
+    straight to PostgreSQL, not through the cut proxy): the reply is still
+    `streaming` there, so nothing was saved truncated meanwhile."""
+    message = await _assistant(dialogue_id)
+    assert message is not None and message.status == "streaming"
+    return None
+
+
 async def test_socket_churn_while_replies_stream_leaks_no_tasks_or_memory(
     fault_cluster,
 ):
