@@ -74,7 +74,7 @@ class TranscriptInline(admin.TabularInline):
                 obj.error_message,
             )
         if obj.replaced:
-            html = format_html("<p><em>(replaced by a later edit)</em></p>{}", html)
+            html = format_html("<p><em>(not on the shown branch)</em></p>{}", html)
         return html
 
     @admin.display(description="images")
