@@ -75,8 +75,17 @@ def branch_switch(*, user: Any, dialogue_id: Any, message_id: Any) -> dict[str, 
         new = set(branch_path(rows=[(r[0], r[1]) for r in rows], message_id=message_id))
         old = {pk for pk, _, replaced, _ in rows if not replaced}
         if new != old:
-            Message.objects.filter(pk__in=sorted(old - new)).update(replaced=True)
+            leaving = sorted(old - new)
+            Message.objects.filter(pk__in=leaving).update(replaced=True)
             Message.objects.filter(pk__in=sorted(new - old)).update(replaced=False)
+            upto = dialogue.summary_upto_id
+            if leaving and upto is not None and leaving[0] <= upto:
+                # The context's summary covers turns of the branch left behind.
+                dialogue.summary, dialogue.summary_upto_id = "", None
+                dialogue.summary_tokens = 0
+                Dialogue.objects.filter(pk=dialogue.pk).update(
+                    summary="", summary_upto_id=None, summary_tokens=0
+                )
     return state_event(dialogue)
 
 

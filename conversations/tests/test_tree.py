@@ -274,3 +274,26 @@ def test_the_migration_turns_replaced_turns_into_siblings(user):
     assert [m.content for m in page] == ["q1", "a1", "q2'", "a2''"]
     assert by["q2'"].siblings == [made["q2"].pk, made["q2'"].pk]
     assert by["a2''"].siblings == [made["a2'"].pk, made["a2''"].pk]
+
+
+@pytest.mark.django_db
+def test_a_switch_below_the_context_summary_drops_it(user):
+    # given a branched dialogue whose context summary covers its first ten turns
+    dialogue = _branchy(user, 12)
+    covered = Message.objects.get(dialogue=dialogue, content="a9")
+    dialogue.summary, dialogue.summary_upto_id, dialogue.summary_tokens = (
+        "s",
+        covered.pk,
+        5,
+    )
+    dialogue.save()
+
+    # when the branch changes after the summary, it stays; before it, it goes
+    late = Message.objects.get(dialogue=dialogue, content="alt q10")
+    tree.branch_switch(user=user, dialogue_id=dialogue.pk, message_id=late.pk)
+    dialogue.refresh_from_db()
+    assert dialogue.summary_upto_id == covered.pk
+    early = Message.objects.get(dialogue=dialogue, content="alt q5")
+    tree.branch_switch(user=user, dialogue_id=dialogue.pk, message_id=early.pk)
+    dialogue.refresh_from_db()
+    assert (dialogue.summary, dialogue.summary_upto_id) == ("", None)
