@@ -336,10 +336,18 @@ CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=20_000_000)
 # Daily quotas per user; 0 means unlimited. Overridable per user in the admin.
 QUOTA_DAILY_TOKENS = env.int("QUOTA_DAILY_TOKENS", default=0)
 QUOTA_DAILY_MESSAGES = env.int("QUOTA_DAILY_MESSAGES", default=0)
+# Pictures per user per day (image.generate, /image and the model's image tool).
+QUOTA_DAILY_IMAGES = env.int("QUOTA_DAILY_IMAGES", default=0)
 # --- Per-user bounds (issue 14; README "Limits"). Sliding windows: at most N in any
 # hour, whatever the clock says. 0 = unlimited.
 CHAT_REPORTS_PER_HOUR = env.int("CHAT_REPORTS_PER_HOUR", default=30)
 CHAT_DIALOGUES_PER_HOUR = env.int("CHAT_DIALOGUES_PER_HOUR", default=120)
+# Every reply ends by these, whatever the provider does: tokens written (all tool
+# rounds together; also the `max_tokens` asked for), seconds in all, and tool calls
+# run (the model's further calls are answered as refused).
+CHAT_MAX_REPLY_TOKENS = env.int("CHAT_MAX_REPLY_TOKENS", default=8192)
+CHAT_MAX_REPLY_SECONDS = env.float("CHAT_MAX_REPLY_SECONDS", default=300.0)
+CHAT_MAX_TOOL_CALLS = env.int("CHAT_MAX_TOOL_CALLS", default=3)
 
 # --- Production hardening (all off by default so `make run` works over plain http) --
 SECURE_PROXY_SSL_HEADER = (

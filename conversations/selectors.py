@@ -48,12 +48,20 @@ def send_context(
     if dialogue_id is None:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {dup}, q.daily_tokens, q.daily_messages "  # noqa: S608
+                f"SELECT {dup}, q.daily_tokens, q.daily_messages, q.daily_images "  # noqa: S608
                 f"FROM (SELECT 1) AS one LEFT JOIN {quota} q ON q.user_id = %s",
                 [user.pk, client_id, user.pk],
             )
-            dup_id, tokens, messages = cursor.fetchone()
-        return dup_id, None, {"daily_tokens": tokens, "daily_messages": messages}
+            dup_id, tokens, messages, images = cursor.fetchone()
+        return (
+            dup_id,
+            None,
+            {
+                "daily_tokens": tokens,
+                "daily_messages": messages,
+                "daily_images": images,
+            },
+        )
     _check_dialogue_id(dialogue_id)
     dialogue_table = connection.ops.quote_name(Dialogue._meta.db_table)
     leaf = (
@@ -63,8 +71,8 @@ def send_context(
     rows = list(
         Dialogue.objects.raw(
             f"SELECT d.*, {dup} AS send_dup, q.daily_tokens AS send_quota_tokens, "  # noqa: S608
-            f"q.daily_messages AS send_quota_messages, {leaf} AS send_leaf "
-            f"FROM {dialogue_table} d "
+            f"q.daily_messages AS send_quota_messages, {leaf} AS send_leaf, "
+            f"q.daily_images AS send_quota_images FROM {dialogue_table} d "
             f"LEFT JOIN {quota} q ON q.user_id = d.owner_id "
             "WHERE d.id = %s AND d.owner_id = %s",
             [user.pk, client_id, dialogue_id, user.pk],
@@ -83,6 +91,7 @@ def send_context(
     override = {
         "daily_tokens": dialogue.send_quota_tokens,  # type: ignore[attr-defined]
         "daily_messages": dialogue.send_quota_messages,  # type: ignore[attr-defined]
+        "daily_images": dialogue.send_quota_images,  # type: ignore[attr-defined]
     }
     return dialogue.send_dup, dialogue, override  # type: ignore[attr-defined]
 

@@ -39,7 +39,7 @@ from ..exceptions import (
 from ..live import get_store
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, message_dict
-from .usage import quota_check
+from .usage import quota_check, quota_reserve
 from .workers import dialogue_lock, get_worker
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,11 @@ def _store_turn(
     image: dict[str, Any] | None,
     replace_from: int | None = None,
     parent_id: int | None = None,
+    quota: dict[str, Any] | None = None,
 ) -> Turn:
     """One transaction: the dialogue (if new), the user message (a child of
-    `parent_id`), the pending reply."""
+    `parent_id`), the pending reply (counted against the day's quota: `quota` is
+    the user's override, if read)."""
     with transaction.atomic():
         created = dialogue is None
         if dialogue is None:
@@ -177,7 +179,12 @@ def _store_turn(
             parent_id=None if created else parent_id,
         )
         reply, picture = _pending_reply(
-            dialogue=dialogue, spec=spec, image=image, after=message, new=created
+            dialogue=dialogue,
+            spec=spec,
+            image=image,
+            after=message,
+            new=created,
+            quota=quota,
         )
     return Turn(dialogue, message, reply, picture, created_dialogue=created)
 
@@ -205,13 +212,16 @@ def _pending_reply(
     after: Message | None = None,
     new: bool = False,
     parent_id: int | None = None,
+    quota: dict[str, Any] | None = None,
 ) -> tuple[Message, Any]:
     """The writes every turn shares, in a transaction of the caller: the busy check
-    with the dialogue's activity bump (`Busy`; not for a `new` dialogue), the
-    `streaming` reply row (inserted with `after`, the user message, in one
-    statement), and the pending picture of an image request."""
+    with the dialogue's activity bump (`Busy`; not for a `new` dialogue), the turn
+    counted against the day's quota (`QuotaExceeded`: concurrent sends queue on
+    the day's usage row), the `streaming` reply row (inserted with `after`, the
+    user message, in one statement), and the pending picture of an image request."""
     if not new:
         _claim(dialogue)
+    quota_reserve(user_id=dialogue.owner_id, image=image is not None, override=quota)
     reply = Message(
         dialogue=dialogue,
         user_id=dialogue.owner_id,
@@ -236,7 +246,7 @@ def _pending_reply(
 
 def _send_prepare(
     *, user: Any, dialogue_id: int | None, client_id: str, replace_last: bool
-) -> tuple[Message | None, Dialogue | None, int | None, int | None]:
+) -> tuple[Message | None, Dialogue | None, int | None, int | None, dict[str, Any]]:
     """The reads of a send in one database call: (the message already stored under
     this `client_id`, or the dialogue, the first message an edit replaces, the parent
     of the new message), after the daily quota. A send continues the shown branch;
@@ -248,7 +258,7 @@ def _send_prepare(
         # A resend: the full message (rare) is read only then.
         existing = selectors.message_find_by_client_id(user=user, client_id=client_id)
         if existing is not None:
-            return existing, None, None, None
+            return existing, None, None, None, quota
     replace_from = None
     parent_id = getattr(dialogue, "send_leaf", None)
     if replace_last:
@@ -259,7 +269,7 @@ def _send_prepare(
             raise MessageNotFound("There is no message to edit in this dialogue.")
         replace_from, parent_id = last.pk, last.parent_id
     quota_check(user=user, override=quota)
-    return None, dialogue, replace_from, parent_id
+    return None, dialogue, replace_from, parent_id, quota
 
 
 @_gated
@@ -280,7 +290,7 @@ async def message_send(
     with `duplicate=True` (protocol guarantee 4).
     """
     _check_length(content)
-    existing, dialogue, replace_from, parent_id = await db_async(_send_prepare)(
+    existing, dialogue, replace_from, parent_id, quota = await db_async(_send_prepare)(
         user=user,
         dialogue_id=dialogue_id,
         client_id=client_id,
@@ -311,6 +321,7 @@ async def message_send(
                 else None,
                 replace_from=replace_from,
                 parent_id=parent_id,
+                quota=quota,
             )
     except IntegrityError:
         # The same client_id raced in from another socket: the first one won.

@@ -28,14 +28,14 @@ from imaging.services import (
 
 from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
-from ..exceptions import BadRequest, TooLong
+from ..exceptions import BadRequest, ChatError, QuotaExceeded, TooLong
 from ..live import broadcast, get_store, publish_delta
 from ..llm import ChatLLM, get_llm
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, message_dict
 from .messaging import Turn, message_reload, send_gate
 from .streaming import FinalSaveFailed, ReplyControl, reply_stream
-from .usage import usage_record_image
+from .usage import quota_reserve_image, quota_reserve_tokens, usage_refund_image
 from .workers import get_worker
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,17 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
         async with send_gate():
             messages, prompt_tokens = await _reply_setup(turn, llm, store, worker)
         spec = resolve_model(reply.model)
+        try:
+            # The day's token quota bounds what the model may write (`max_tokens`),
+            # counted now so concurrent replies cannot overdraw it.
+            max_tokens, reserved = await db_async(quota_reserve_tokens)(
+                user_id=reply.user_id,
+                prompt_tokens=prompt_tokens or 0,
+                cap=settings.CHAT_MAX_REPLY_TOKENS,
+            )
+        except QuotaExceeded as exc:
+            await _refuse(reply, exc)
+            return
         tools, handler = _image_tool(reply)
         completed = False
         async for event in reply_stream(
@@ -115,6 +126,8 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
             tools=tools,
             tool_handler=handler,
             prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            reserved=reserved,
         ):
             completed = completed or event["type"] == "reply.completed"
             try:
@@ -185,6 +198,24 @@ async def _announce_failed(message: Message) -> None:
         log.warning("could not announce the failure of %s", message.pk, exc_info=True)
 
 
+async def _refuse(reply: Message, exc: ChatError) -> None:
+    """End a reply the model was never asked for (its quota is spent)."""
+
+    def fail() -> Message:
+        Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update(
+            status=Message.Status.FAILED,
+            error_code=exc.code,
+            error_message=exc.message,
+            prompt_tokens=0,
+            completion_tokens=0,
+            worker="",
+            updated_at=timezone.now(),
+        )
+        return Message.objects.prefetch_related("images").get(pk=reply.pk)
+
+    await _announce_failed(await db_async(fail)())
+
+
 async def _fail_if_streaming(reply: Message) -> None:
     """Never leave a reply `streaming` after its task ended by an error, and never
     leave its tabs waiting: `reply.failed` goes out whatever the database says."""
@@ -247,15 +278,23 @@ def _image_tool(reply: Message) -> tuple[list[dict[str, Any]] | None, Any]:
             return
         try:
             prompt, size = image_tool_arguments(call.get("arguments") or "{}")
+            await db_async(quota_reserve_image)(user_id=reply.user_id)
+        except (BadRequest, TooLong, QuotaExceeded) as exc:
+            yield f"The image could not be requested: {exc.message}"
+            return
+        try:
             image = await db_async(image_create_pending)(
                 message=reply, prompt=prompt, size=size
             )
         except (BadRequest, TooLong) as exc:
+            await db_async(usage_refund_image)(user_id=reply.user_id)
             yield f"The image could not be requested: {exc.message}"
             return
         yield await _image_event("image.started", reply)
         image = await image_render(image=image)
         ok = image.status == "complete"
+        if not ok:
+            await db_async(usage_refund_image)(user_id=reply.user_id)
         yield await _image_event("image.completed" if ok else "image.failed", reply)
         yield image_tool_result(image)
 
@@ -294,8 +333,8 @@ async def _image_run(turn: Turn) -> None:
                 Message.objects.filter(pk=reply.pk).update(
                     **fields, worker="", updated_at=timezone.now()
                 )
-                if ok:
-                    usage_record_image(user=reply.user)
+                if not ok:  # counted when the request was stored
+                    usage_refund_image(user_id=reply.user_id)
 
         await db_async(finish)()
         await broadcast(

@@ -32,7 +32,7 @@ from ..models import Message
 from ..serializers import message_dict
 from ..tokens import count_tokens
 from .coalescing import Coalescer
-from .usage import usage_record
+from .usage import Reservation, usage_record
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,10 @@ def get_checkpoints() -> Checkpoints:
 
 
 def _finish_sync(
-    message: Message, fields: dict[str, Any], with_images: bool = False
+    message: Message,
+    fields: dict[str, Any],
+    with_images: bool = False,
+    reserved: Reservation | None = None,
 ) -> Message:
     """The final state in one UPDATE plus the day's usage, in one transaction; the
     reply is not read back unless another ending won (or a tool added pictures)."""
@@ -277,14 +280,17 @@ def _finish_sync(
         for name, value in fields.items():
             setattr(saved, name, value)
         saved.worker, saved.updated_at = "", now
-        usage_record(message=saved)
+        usage_record(message=saved, reserved=reserved)
     if with_images:
         prefetch_related_objects([saved], "images")
     return saved
 
 
 async def _finish(
-    message: Message, fields: dict[str, Any], with_images: bool = False
+    message: Message,
+    fields: dict[str, Any],
+    with_images: bool = False,
+    reserved: Reservation | None = None,
 ) -> Message:
     """Save the final state, retrying a failing database for a while: a finished
     reply must not be silently truncated to its last checkpoint."""
@@ -292,7 +298,7 @@ async def _finish(
     deadline = time.monotonic() + settings.CHAT_FINAL_SAVE_RETRY_SECONDS
     while True:
         try:
-            return await db_async(_finish_sync)(message, fields, with_images)
+            return await db_async(_finish_sync)(message, fields, with_images, reserved)
         except DatabaseError as exc:
             if time.monotonic() >= deadline:
                 raise FinalSaveFailed(message, fields) from exc
@@ -319,6 +325,12 @@ class _Reply:
         self.error: LLMError | None = None
         self.stop_seq: int | None = None
         self.checkpoints = get_checkpoints()
+        # For the reply's own bounds: chunks of text (a token each, or more), and
+        # when text (or a tool call) last came: bytes without content keep nothing
+        # alive.
+        self.chunks = 0
+        self.last_content = now
+        self.cut_off = False
 
     def take(self, now: float) -> list[str]:
         """Handle what the mailbox holds; returns the frames due at `now`."""
@@ -327,6 +339,10 @@ class _Reply:
             if type(item) is LLMChunk:
                 if item.text:
                     texts.append(item.text)
+                    self.chunks += 1
+                    self.last_content = now
+                elif item.tool_calls:
+                    self.last_content = now
                 if item.usage:
                     for key in ("prompt_tokens", "completion_tokens"):
                         self.usage[key] = self.usage.get(key, 0) + int(
@@ -380,6 +396,8 @@ class _Reply:
             # No usage from the provider: the context's own count stands in (the
             # completion is counted by usage_record).
             fields["prompt_tokens"] = prompt_tokens
+        if self.cut_off:
+            fields["cut_off"] = True
         if self.error is not None:
             fields["error_code"] = self.error.code
             fields["error_message"] = self.error.message
@@ -387,6 +405,27 @@ class _Reply:
             fields["error_code"] = "interrupted"
             fields["error_message"] = INTERRUPTED_MESSAGE
         return fields
+
+
+def _check_bounds(reply: _Reply, now: float, ends_at: float, budget: int) -> None:
+    """End a reply past its length, its duration or its silence (text kept)."""
+    if reply.chunks >= budget:
+        reply.status, reply.cut_off = Message.Status.COMPLETE, True
+    elif now >= ends_at:
+        reply.status = Message.Status.FAILED
+        reply.error = LLMError(
+            f"The reply took longer than {settings.CHAT_MAX_REPLY_SECONDS:g} seconds "
+            "and was ended. The text written so far was kept.",
+            code="reply_timeout",
+        )
+    elif now - reply.last_content >= settings.LLM_INACTIVITY_TIMEOUT:
+        reply.status = Message.Status.FAILED
+        reply.error = LLMError(
+            "The model sent nothing for "
+            f"{settings.LLM_INACTIVITY_TIMEOUT:g} seconds. The text written so far "
+            "was kept.",
+            code="upstream_timeout",
+        )
 
 
 def _tool_messages(
@@ -419,22 +458,36 @@ async def reply_stream(
     tools: list[dict[str, Any]] | None = None,
     tool_handler: ToolHandler | None = None,
     prompt_tokens: int | None = None,
+    max_tokens: int | None = None,
+    reserved: Reservation | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the events of one assistant reply; `message` is the stored, streaming row.
 
     The outer loop is one model round each; the model asking for tools (at most
-    MAX_TOOL_ROUNDS times) runs them and starts another. The inner loop waits for
-    the mailbox or the coalescer's deadline and yields the frames it gives."""
+    MAX_TOOL_ROUNDS times, CHAT_MAX_TOOL_CALLS calls in all) runs them and starts
+    another. The inner loop waits for the mailbox, the coalescer's deadline or the
+    reply's own bounds, and yields the frames it gives. Whatever the provider does,
+    the reply ends after `max_tokens` chunks of text (default CHAT_MAX_REPLY_TOKENS;
+    each is a token or more), CHAT_MAX_REPLY_SECONDS in all, or LLM_INACTIVITY_TIMEOUT
+    seconds without content. `reserved`: what the quota counted before (settled at
+    the end)."""
     loop = asyncio.get_running_loop()
     reply = _Reply(message, control, loop.time())
     coalescer, queue = reply.coalescer, reply.queue
     pump: asyncio.Task[None] | None = None
-    rounds = 0
+    rounds = tool_calls = 0
+    budget = settings.CHAT_MAX_REPLY_TOKENS if max_tokens is None else max_tokens
+    ends_at = loop.time() + settings.CHAT_MAX_REPLY_SECONDS
     try:
         while True:
             pump = loop.create_task(
                 _pump(
-                    llm.stream(model=message.model, messages=messages, tools=tools),
+                    llm.stream(
+                        model=message.model,
+                        messages=messages,
+                        tools=tools,
+                        max_tokens=max(budget - reply.chunks, 1),
+                    ),
                     queue,
                 )
             )
@@ -442,13 +495,21 @@ async def reply_stream(
                 # Text waiting for credit: only an ending matters before the credit
                 # is there. Otherwise: the next text, or the coalescer's deadline.
                 deadline, ready = coalescer.deadline(), coalescer.ready_at()
+                bound = min(
+                    ends_at, reply.last_content + settings.LLM_INACTIVITY_TIMEOUT
+                )
                 if deadline is not None and loop.time() < ready:
-                    await queue.wait(ready, texts_wake=False)
+                    await queue.wait(min(ready, bound), texts_wake=False)
                 else:
-                    await queue.wait(deadline, texts_wake=True)
+                    await queue.wait(
+                        bound if deadline is None else min(deadline, bound),
+                        texts_wake=True,
+                    )
                 for delta in reply.take(loop.time()):
                     for piece in split_delta(delta):
                         yield reply.delta(piece)
+                if reply.status is None:
+                    _check_bounds(reply, loop.time(), ends_at, budget)
             end = coalescer.flush(
                 loop.time(), wait=reply.status != Message.Status.STOPPED
             )
@@ -461,6 +522,7 @@ async def reply_stream(
                     yield reply.delta(piece)
             if not (
                 reply.status == Message.Status.COMPLETE
+                and not reply.cut_off
                 and reply.tool_calls
                 and tool_handler
                 and rounds < MAX_TOOL_ROUNDS
@@ -470,11 +532,18 @@ async def reply_stream(
             calls, results = reply.tool_calls, []
             for call in calls:
                 result = "The tool is not available."
-                async for event in tool_handler(call):
-                    if isinstance(event, str):
-                        result = event
-                    else:
-                        yield event
+                tool_calls += 1
+                if tool_calls > settings.CHAT_MAX_TOOL_CALLS:
+                    result = (
+                        "Refused: at most "
+                        f"{settings.CHAT_MAX_TOOL_CALLS} tool calls per reply."
+                    )
+                else:
+                    async for event in tool_handler(call):
+                        if isinstance(event, str):
+                            result = event
+                        else:
+                            yield event
                 results.append(
                     {"role": "tool", "tool_call_id": call["id"], "content": result}
                 )
@@ -489,7 +558,10 @@ async def reply_stream(
             await asyncio.gather(pump, return_exceptions=True)
 
     saved = await _finish(
-        message, reply.final_fields(prompt_tokens), with_images=rounds > 0
+        message,
+        reply.final_fields(prompt_tokens),
+        with_images=rounds > 0,
+        reserved=reserved,
     )
     kinds: dict[str, str] = {
         Message.Status.COMPLETE: "reply.completed",

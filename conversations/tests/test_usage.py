@@ -174,7 +174,11 @@ def test_usage_summary_has_today_quota_and_14_days(dialogue, user, settings):
         "estimated_tokens": 0,
         "images": 1,
     }
-    assert summary["quota"] == {"daily_tokens": 5000, "daily_messages": None}
+    assert summary["quota"] == {
+        "daily_tokens": 5000,
+        "daily_messages": None,
+        "daily_images": None,
+    }
     assert summary["reset_at"] == reset_at().isoformat()
     days = summary["days"]
     assert len(days) == 14 and days[-1]["day"] == today.isoformat()
