@@ -31,7 +31,8 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 migrate: $(VENV)/.installed ## apply database migrations
 	$(BIN)/python manage.py migrate --noinput
 
-run: $(VENV)/.installed ## set up and serve the site on http://127.0.0.1:8000
+run: $(VENV)/.installed ## set up and serve the site on http://127.0.0.1:8000 (PORT=8001 for another port)
+	@$(BIN)/python -m chatsite.portcheck $(HOST) $(PORT)
 	@# the server refuses a public secret key with DEBUG off: give .env a generated one
 	$(BIN)/python -m chatsite.secretkey
 	$(BIN)/python manage.py migrate --noinput

@@ -49,6 +49,39 @@ def _run_settings():
         yield
 
 
+def _unreachable_services() -> list[str]:
+    """The configured PostgreSQL and Redis that do not accept a connection."""
+    from urllib.parse import urlsplit
+
+    down = []
+    for name, var, default_port in (
+        ("PostgreSQL", "DATABASE_URL", 5432),
+        ("Redis", "REDIS_URL", 6379),
+    ):
+        url = urlsplit(os.environ.get(var, ""))
+        if not url.scheme.startswith(("postgres", "redis")) or not url.hostname:
+            continue
+        address = (url.hostname, url.port or default_port)
+        try:
+            socket.create_connection(address, timeout=3).close()
+        except OSError:
+            down.append(f"{name} at {address[0]}:{address[1]} ({var})")
+    return down
+
+
+def pytest_sessionstart(session):
+    """One sentence instead of a traceback per test when the services are missing."""
+    down = _unreachable_services()
+    if down:
+        pytest.exit(
+            "The tests need PostgreSQL and Redis running, and "
+            + " and ".join(down)
+            + " did not answer: start them (Debian: apt-get install -y postgresql"
+            " redis-server) or point DATABASE_URL / REDIS_URL at running ones.",
+            returncode=3,
+        )
+
+
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"

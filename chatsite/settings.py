@@ -16,7 +16,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # An operator's environment wins over the file; the file is a convenience for dev.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# `.env` is optional: without one nothing is read and nothing is logged about it.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # No usable default: without DJANGO_SECRET_KEY only DEBUG runs (on a public key);
 # otherwise the server refuses to start (chatsite/secretkey.py).

@@ -14,7 +14,13 @@ from functools import wraps
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+)
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
@@ -28,13 +34,8 @@ from .selectors import (
 )
 from .serializers import dialogue_dict
 from .services.context import context_report_for_dialogue
-from .services.dialogues import (
-    dialogue_create,
-    dialogue_delete,
-    dialogue_export_json,
-    dialogue_export_markdown,
-    dialogue_update,
-)
+from .services.dialogues import dialogue_create, dialogue_delete, dialogue_update
+from .services.exports import dialogue_export_json, dialogue_export_markdown_file
 from .services.presets import (
     preset_apply,
     preset_create,
@@ -218,11 +219,14 @@ def _attachment(body: str, content_type: str, filename: str) -> HttpResponse:
 
 @api("GET")
 def dialogue_export_md(request: HttpRequest, dialogue_id: int) -> HttpResponse:
+    """Markdown, or a zip of the Markdown and its pictures (services.exports)."""
     dialogue = dialogue_get_for_user(dialogue_id=dialogue_id, user=request.user)
-    return _attachment(
-        dialogue_export_markdown(dialogue=dialogue),
-        "text/markdown",
-        _filename(dialogue, "md"),
+    export = dialogue_export_markdown_file(dialogue=dialogue)
+    return FileResponse(
+        export.body,
+        as_attachment=True,
+        filename=export.filename,
+        content_type=export.content_type,
     )
 
 

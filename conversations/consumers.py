@@ -17,6 +17,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils import translation
 
 from chatsite import lifecycle
 
@@ -33,6 +34,22 @@ log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS = 50
 
 
+def socket_language(scope: dict[str, Any]) -> str:
+    """The language the page was served in: its cookie, else Accept-Language."""
+    wanted = [scope.get("cookies", {}).get(settings.LANGUAGE_COOKIE_NAME) or ""]
+    for name, value in scope.get("headers") or ():
+        if name == b"accept-language":
+            wanted += [
+                p.split(";")[0].strip() for p in value.decode("latin-1").split(",")
+            ]
+    for code in wanted:
+        try:
+            return translation.get_supported_language_variant(code)
+        except LookupError:
+            continue
+    return settings.LANGUAGE_CODE
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     # No channel-layer channel per socket (an alias that names no layer): events come
     # through the fan-out hub, which costs a fraction per frame.
@@ -44,6 +61,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Events that arrive while a dialogue is being opened wait for its state.
         self.held: list[tuple[int, int, bytes]] | None = None
         self.ws_protocol = self.scope.get(lifecycle.WS_PROTOCOL)
+        self.language = socket_language(self.scope)
         await self.accept()
         if not self.scope["user"].is_authenticated:
             await self.close(code=4401)
@@ -89,9 +107,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
             await getattr(self, "on_" + data["type"].replace(".", "_"))(data)
         except ChatError as exc:
-            await self.send_json(
-                {"type": "error", **exc.as_dict(), "ref": p.ref_of(data)}
-            )
+            with translation.override(self.language):  # the page's language
+                error = exc.as_dict()
+            await self.send_json({"type": "error", **error, "ref": p.ref_of(data)})
         except DatabaseError:  # an outage: try again later, nothing is wrong with it
             log.warning("database unavailable for a frame", exc_info=True)
             await self.send_json(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from django.utils.functional import Promise
+
 
 class ChatError(Exception):
     code = "internal"
     default_message = "Something went wrong on our side. Please try again."
 
-    def __init__(self, message: str | None = None, **extra: object) -> None:
+    def __init__(self, message: str | Promise | None = None, **extra: object) -> None:
         self.message = message or self.default_message
         self.extra = extra
         super().__init__(self.message)
 
     def as_dict(self) -> dict[str, object]:
-        return {"code": self.code, "message": self.message, **self.extra}
+        # Messages may be lazy translations: rendered in the language active now.
+        return {"code": self.code, "message": str(self.message), **self.extra}
 
 
 class BadRequest(ChatError):

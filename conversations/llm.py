@@ -517,6 +517,18 @@ DEMO_HOWTO = (
     "and restart the server. See `.env.example`.\n\nTry `/image a lighthouse at dusk` "
     "to see image generation work offline too."
 )
+# A message with Chinese characters gets the demo's answer in Chinese, as a real model
+# answers in the language it is asked in.
+DEMO_CJK = re.compile(r"[\u3400-\u9fff]")
+DEMO_INTRO_ZH = (
+    "你好！我是 chatsite 的**离线演示模型**。目前还没有配置 AI 服务，所以这条回复由服务器"
+    "自己生成，并像真实模型一样逐字流式传输。\n\n"
+)
+DEMO_HOWTO_ZH = (
+    "\n\n要与真实模型对话，请设置 `OPENAI_API_KEY`（本地服务如 llama.cpp、Ollama 或 "
+    "vLLM 还需设置 `OPENAI_BASE_URL`），在 `CHAT_MODELS` 中列出模型，然后重启服务器。"
+    "参见 `.env.example`。\n\n试试 `/image 黄昏时的灯塔`，离线也能生成图片。"
+)
 
 
 class DemoChatLLM:
@@ -551,9 +563,14 @@ class DemoChatLLM:
             longest = max(words, key=len)
             body += f"; the longest word is *{longest}*"
         body += f". This dialogue has {turns} message{'s' if turns != 1 else ''} from you so far."
+        zh = bool(DEMO_CJK.search(text))
+        if zh:
+            body = f"你写了 {len(text)} 个字符；在这个对话中你已发送 {turns} 条消息。"
         if text:
             quoted = text if len(text) <= 200 else text[:200] + "…"
             body += "\n\n> " + quoted.replace("\n", "\n> ")
+        if zh:
+            return DEMO_INTRO_ZH + body + DEMO_HOWTO_ZH
         return DEMO_INTRO + body + DEMO_HOWTO
 
     async def stream(
@@ -594,7 +611,7 @@ class DemoChatLLM:
             for m in messages
             if m.get("role") in ("user", "assistant")
         )
-        words = re.findall(r"\w+", text)
+        words = text.split()  # punctuation and a leading "/image" stay, as typed
         return " ".join(words[:6]) if words else "Demo conversation"
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Greatest, Lower, StrIndex, Substr
+from django.db.models import Exists, OuterRef, Q, Subquery, TextField, Value
+from django.db.models.functions import Concat, Greatest, Lower, StrIndex, Substr
 
 from .exceptions import BadRequest, DialogueNotFound, PresetNotFound, ShareNotFound
 from .models import Dialogue, Message, Preset, Share, UsageDaily, UserQuota
@@ -173,7 +173,35 @@ def message_last_user(*, dialogue: Dialogue) -> Message | None:
 DIALOGUE_PAGE_SIZE = 30
 SEARCH_MAX_CHARS = 200
 _SNIPPET_BEFORE = 60
-_SNIPPET_CHARS = 200
+_SNIPPET_CHARS = 300
+_SNIPPET_SHOWN = 160
+_START = "\x02"
+_MARKUP = [
+    (re.compile(r"^\s*(```|~~~).*$", re.M), " "),  # code fences
+    (re.compile(r"^\s{0,3}(#{1,6}|>+|[-*+]|\d+[.)])\s+", re.M), ""),  # block marks
+    (re.compile(r"!?\[([^\]]*)\]\([^)]*\)"), r"\1"),  # links and images: their text
+    (re.compile(r"\*\*|__|(?<!\w)[*_]|[*_](?!\w)|`+"), ""),  # emphasis, code marks
+    (re.compile(r"\s*\|\s*"), " "),  # table cells
+]
+
+
+def snippet_text(window: str) -> str:
+    """Plain text around a search match, as a reader would see it: Markdown markup
+    removed, starting and ending on whole words, "…" where the message goes on."""
+    whole_start = window.startswith(_START)
+    text = window.removeprefix(_START)
+    if not whole_start:
+        # The window starts inside the message, maybe mid-word: drop that word.
+        space = re.search(r"\s", text)
+        if space and space.start() <= _SNIPPET_BEFORE // 2:
+            text = text[space.end() :]
+    for pattern, repl in _MARKUP:
+        text = pattern.sub(repl, text)
+    text = " ".join(text.split())
+    if len(text) > _SNIPPET_SHOWN:
+        cut = text.rfind(" ", 0, _SNIPPET_SHOWN)
+        text = text[: cut if cut > _SNIPPET_SHOWN // 2 else _SNIPPET_SHOWN] + "…"
+    return text if whole_start else "…" + text
 
 
 def _cursor_encode(dialogue: Dialogue) -> str:
@@ -218,11 +246,11 @@ def dialogue_list_for_user(
     q = " ".join((q or "").split())[:SEARCH_MAX_CHARS]
     if q:
         matches = Message.objects.filter(dialogue=OuterRef("pk"), content__icontains=q)
-        start = Greatest(
-            StrIndex(Lower("content"), Value(q.lower())) - _SNIPPET_BEFORE, 1
-        )
+        # The window starts with _START when it starts with the message itself.
+        marked = Concat(Value(_START), "content", output_field=TextField())
+        start = Greatest(StrIndex(Lower(marked), Value(q.lower())) - _SNIPPET_BEFORE, 1)
         snippet = matches.order_by("-id").annotate(
-            snip=Substr("content", start, _SNIPPET_CHARS)
+            snip=Substr(marked, start, _SNIPPET_CHARS)
         )
         qs = qs.filter(Q(title__icontains=q) | Exists(matches)).annotate(
             snippet=Subquery(snippet.values("snip")[:1])
@@ -230,7 +258,7 @@ def dialogue_list_for_user(
     rows = list(qs.order_by("-pinned", "-last_activity_at", "-id")[: limit + 1])
     for row in rows:
         if q:
-            row.snippet = " ".join(row.snippet.split()) if row.snippet else None  # type: ignore[attr-defined]
+            row.snippet = snippet_text(row.snippet) if row.snippet else None  # type: ignore[attr-defined]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (_cursor_encode(rows[-1]) if more else None)

@@ -4,6 +4,7 @@ from . import review_views, share_views, views
 
 urlpatterns = [
     path("", views.chat, name="chat"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("d/<int:dialogue_id>/", views.chat_dialogue, name="chat-dialogue"),
     path("s/<str:token>/", share_views.shared_dialogue, name="share"),
     path(

@@ -7,8 +7,14 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+)
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_http_methods
 
 from .exceptions import DialogueNotFound, RateLimited
@@ -31,6 +37,11 @@ class LoginView(auth_views.LoginView):
             **super().get_context_data(**kwargs),
             "signup_enabled": settings.SIGNUP_ENABLED,
         }
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers (and the admin's pages) ask for /favicon.ico: the site's icon."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
 
 
 @require_http_methods(["GET", "POST"])

@@ -18,6 +18,7 @@ import colorsys
 import hashlib
 import io
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -304,8 +305,11 @@ class OpenAIImageGenerator:
 
 # --- Offline demo -------------------------------------------------------------------------
 
+# The first that is installed; CJK fonts first so Chinese prompts and labels draw.
 _FONT_CANDIDATES = (
     "NotoSansCJK-Regular.ttc",
+    "wqy-microhei.ttc",
+    "wqy-zenhei.ttc",
     "DejaVuSans.ttf",
     "LiberationSans-Regular.ttf",
 )
@@ -356,6 +360,10 @@ def _wrap(text: str, font: Any, max_width: float) -> list[str]:
     return lines
 
 
+# A prompt in Chinese gets the banner in Chinese.
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
 def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
     top, bottom = _palette(prompt)
     mask = Image.linear_gradient("L").resize((width, height))
@@ -376,7 +384,11 @@ def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
 
     margin = unit // 12
     label_font = _font(max(14, unit // 28))
-    label = "offline demo · no image model configured"
+    label = (
+        "离线演示 · 未配置图像模型"
+        if _CJK.search(prompt)
+        else "offline demo · no image model configured"
+    )
     draw.rounded_rectangle(
         (margin // 2, margin // 2, width - margin // 2, margin // 2 + unit // 14),
         radius=unit // 60,
@@ -398,6 +410,9 @@ def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
+DEMO_IMAGE_MODEL = "offline-demo"
+
+
 class DemoImageGenerator:
     """Draws the prompt locally: the site works (and is testable) with no provider."""
 
@@ -405,6 +420,13 @@ class DemoImageGenerator:
         width, height = parse_size(size)
         data = await asyncio.to_thread(draw_demo_picture, prompt, width, height)
         return picture_from_bytes(data, revised_prompt="")
+
+
+def image_model_default() -> str:
+    """The model recorded on a new image: the demo's own name when the demo draws."""
+    if not settings.OPENAI_API_KEY and not settings.OPENAI_BASE_URL:
+        return DEMO_IMAGE_MODEL
+    return settings.IMAGE_MODEL
 
 
 def get_image_generator() -> ImageGenerator:

@@ -22,17 +22,21 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from conversations.exceptions import BadRequest, TooLong
 
 from . import selectors
 from .exceptions import ImageGenerationError
 from .generators import (
+    DEMO_IMAGE_MODEL,
     EXTENSIONS,
     IMAGE_TOOL_SCHEMA,
     GeneratedPicture,
     ImageGenerator,
     get_image_generator,
+    image_model_default,
 )
 from .models import GeneratedImage
 
@@ -56,17 +60,20 @@ def image_create_pending(
     """Store the request for a picture on `message`; `image_render` draws it."""
     prompt = (prompt or "").strip()
     if not prompt:
-        raise BadRequest("Describe the picture you want after /image.")
+        raise BadRequest(_("Describe the picture you want after /image."))
     limit = settings.IMAGE_PROMPT_MAX_CHARS
     if len(prompt) > limit:
         raise TooLong(
-            f"The picture description is too long (at most {limit} characters)."
+            format_lazy(
+                _("The picture description is too long (at most {limit} characters)."),
+                limit=limit,
+            )
         )
     return GeneratedImage.objects.create(
         message=message,
         prompt=prompt,
         size=image_size_validate(size),
-        model=(model or settings.IMAGE_MODEL)[:100],
+        model=(model or image_model_default())[:100],
     )
 
 
@@ -262,6 +269,13 @@ async def _render(
     return image
 
 
+def _stored_model(image: GeneratedImage) -> str:
+    """The image's model, unless the demo drew it and a real generator is set up now."""
+    if image.model and image.model != DEMO_IMAGE_MODEL:
+        return image.model
+    return image_model_default()
+
+
 async def image_render(
     *, image: GeneratedImage, generator: ImageGenerator | None = None
 ) -> GeneratedImage:
@@ -270,7 +284,7 @@ async def image_render(
     return await _render(
         image,
         generator=generator,
-        model=image.model or settings.IMAGE_MODEL,
+        model=_stored_model(image),
         size=image.size or image_size_validate(None),
     )
 
@@ -293,7 +307,7 @@ async def image_rerender(
     return await _render(
         image,
         generator=generator,
-        model=model or image.model or settings.IMAGE_MODEL,
+        model=model or _stored_model(image),
         size=image_size_validate(size or image.size or None),
     )
 
@@ -335,7 +349,7 @@ def images_delete(*, images: Iterable[GeneratedImage]) -> int:
     images = list(images)
     keys = selectors.image_keys_for(images=images)
     with transaction.atomic():
-        deleted, _ = GeneratedImage.objects.filter(
+        deleted, _per_model = GeneratedImage.objects.filter(
             pk__in=[i.pk for i in images]
         ).delete()
         if keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.db.models import (
     Aggregate,
     Exists,
@@ -14,14 +15,33 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.html import format_html
 
 from ..models import Message
 
 REVIEW_PERM = "conversations.review_dialogue"
 
 
+class MathMedia:
+    """A transcript's math, drawn in the browser as on the chat page: the server
+    leaves TeX placeholders (conversations/rendering.py) for static/js/math.js."""
+
+    css = {"all": ["vendor/katex/katex.min.css"]}
+    js = ["vendor/katex/katex.min.js", forms.Script("js/admin-math.js", type="module")]
+
+
 def can_review(request: HttpRequest) -> bool:
     return request.user.has_perm(REVIEW_PERM)
+
+
+def flag_mark(flagged: bool, *, open_flags: int | None = None) -> str:
+    """A review state for a list column: a red "⚑ flagged" or a quiet dash."""
+    if not flagged and not open_flags:
+        return format_html('<span class="review-clear">{}</span>', "–")
+    label = "⚑ flagged" if flagged else "⚑"
+    if open_flags:
+        label += f" · {open_flags} open"
+    return format_html('<span class="review-flagged">{}</span>', label)
 
 
 def image_url(image_id: int) -> str:

@@ -9,12 +9,13 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Q, Sum
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
 
@@ -28,8 +29,10 @@ from ..services.review import (
 )
 from .base import (
     MAX_SEARCH_WORDS,
+    MathMedia,
     can_review,
     dialogues_with_text,
+    flag_mark,
     image_url,
     subquery_int,
 )
@@ -61,7 +64,15 @@ class TranscriptInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("images").order_by("id")
+        # Whether the message a reply answers is off the shown branch too.
+        asked = Message.objects.filter(pk=OuterRef("parent_id"))
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("images")
+            .annotate(question_replaced=Subquery(asked.values("replaced")[:1]))
+            .order_by("id")
+        )
 
     @admin.display(description="text")
     def text(self, obj: Message) -> str:
@@ -74,7 +85,17 @@ class TranscriptInline(admin.TabularInline):
                 obj.error_message,
             )
         if obj.replaced:
-            html = format_html("<p><em>(not on the shown branch)</em></p>{}", html)
+            # The question still shown: this is another version of its reply
+            # (regenerated); otherwise an edit left the whole turn behind.
+            sibling = obj.role == Message.Role.ASSISTANT and not getattr(
+                obj, "question_replaced", True
+            )
+            note = (
+                "(another version of this reply, not on the shown branch)"
+                if sibling
+                else "(not on the shown branch)"
+            )
+            html = format_html("<p><em>{}</em></p>{}", note, html)
         return html
 
     @admin.display(description="images")
@@ -122,9 +143,8 @@ class DialogueAdmin(admin.ModelAdmin):
         "model",
         "message_count",
         "tokens_used",
-        "last_activity_at",
-        "flagged",
-        "open_flags",
+        "last_activity",
+        "review_state",
     )
     list_select_related = ("owner",)
     list_filter = (
@@ -142,6 +162,7 @@ class DialogueAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
     actions = ("flag_selected", "export_json", "export_csv")
     inlines = (TranscriptInline,)
+    Media = MathMedia
     fieldsets = (
         (
             None,
@@ -273,9 +294,15 @@ class DialogueAdmin(admin.ModelAdmin):
     def tokens_used(self, obj: Dialogue) -> int:
         return obj.tokens_used  # type: ignore[attr-defined]
 
-    @admin.display(description="open flags", ordering="open_flags")
-    def open_flags(self, obj: Dialogue) -> int:
-        return obj.open_flags  # type: ignore[attr-defined]
+    @admin.display(description="last activity", ordering="last_activity_at")
+    def last_activity(self, obj: Dialogue) -> str:
+        return date_format(timezone.localtime(obj.last_activity_at), "Y-m-d H:i")
+
+    @admin.display(description="review", ordering="-open_flags")
+    def review_state(self, obj: Dialogue) -> str:
+        """Flagged and open flags in one column, marked so flagged reads as a warning
+        (Django's boolean icons would show a green tick for it)."""
+        return flag_mark(obj.flagged, open_flags=obj.open_flags)  # type: ignore[attr-defined]
 
     @admin.display(description="review")
     def review_links(self, obj: Dialogue) -> str:

@@ -11,7 +11,7 @@ from django.utils.text import Truncator
 from ..models import Message
 from ..rendering import render_markdown
 from ..services.review import transcript_view_record
-from .base import can_review
+from .base import MathMedia, can_review, flag_mark
 
 
 @admin.register(Message)
@@ -26,7 +26,7 @@ class MessageAdmin(admin.ModelAdmin):
         "status",
         "model",
         "created_at",
-        "flagged",
+        "review_state",
     )
     list_select_related = ("user",)
     list_filter = ("role", "status", "flagged", "replaced", "usage_estimated")
@@ -52,6 +52,7 @@ class MessageAdmin(admin.ModelAdmin):
         "created_at",
     )
     fields = readonly_fields
+    Media = MathMedia
 
     def get_list_display(self, request):
         if can_review(request):
@@ -87,6 +88,10 @@ class MessageAdmin(admin.ModelAdmin):
     def dialogue_link(self, obj: Message) -> str:
         url = reverse("admin:conversations_dialogue_change", args=[obj.dialogue_id])
         return format_html('<a href="{}">#{}</a>', url, obj.dialogue_id)
+
+    @admin.display(description="review", ordering="-flagged")
+    def review_state(self, obj: Message) -> str:
+        return flag_mark(obj.flagged)
 
     @admin.display(description="text")
     def excerpt(self, obj: Message) -> str:

@@ -133,7 +133,7 @@ class FlagAdmin(admin.ModelAdmin):
 class TranscriptViewAdmin(admin.ModelAdmin):
     """The audit trail: superusers only, and nobody edits it."""
 
-    list_display = ("viewed_at", "viewer", "dialogue_repr", "dialogue_link")
+    list_display = ("viewed_at", "viewer", "dialogue_link")
     list_select_related = ("viewer",)
     list_filter = (ViewerFilter, ("viewed_at", admin.DateFieldListFilter))
     search_fields = ("dialogue_repr",)
@@ -141,7 +141,7 @@ class TranscriptViewAdmin(admin.ModelAdmin):
     ordering = ("-viewed_at", "-id")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # a count per choice over every row
-    fields = ("viewed_at", "viewer", "dialogue", "dialogue_repr")
+    fields = ("viewed_at", "viewer", "dialogue_link")
     readonly_fields = fields
 
     def has_module_permission(self, request) -> bool:
@@ -159,12 +159,12 @@ class TranscriptViewAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.display(description="dialogue", ordering="dialogue_id")
+    @admin.display(description="dialogue (as it was viewed)", ordering="dialogue_id")
     def dialogue_link(self, obj: TranscriptView) -> str:
         if obj.dialogue_id is None:
-            return "(deleted)"
+            return format_html("{} <em>(deleted since)</em>", obj.dialogue_repr)
         url = reverse("admin:conversations_dialogue_change", args=[obj.dialogue_id])
-        return format_html('<a href="{}">open</a>', url)
+        return format_html('<a href="{}">{}</a>', url, obj.dialogue_repr)
 
 
 # --- Usage and quotas ----------------------------------------------------------------

@@ -1,30 +1,28 @@
-"""Dialogue management: create, settings, rename, pin, delete, automatic titles and
-exports. Every change other tabs should see is broadcast after the commit."""
+"""Dialogue management: create, settings, rename, pin, delete and automatic titles
+(exports: services.exports). Every change other tabs should see is broadcast after
+the commit."""
 
 from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
 from ..exceptions import BadRequest
 from ..models import Dialogue, Message, Preset
-from ..serializers import dialogue_dict, iso
+from ..serializers import dialogue_dict
 from .usage import dialogue_create_rate_hit
 
 log = logging.getLogger(__name__)
 
 TITLE_MAX_CHARS = 200
 TITLE_MAX_WORDS = 6
-EXPORT_CHUNK = 500
 EDITABLE_FIELDS = frozenset({"title", "pinned", "model", "system_prompt"})
 
 
@@ -157,13 +155,19 @@ TITLE_INSTRUCTIONS = (
 
 
 def title_from_text(text: str) -> str:
-    """A title of at most six words taken from `text` (model output or the message)."""
+    """A title of at most six words taken from `text` (model output or the message).
+
+    Markdown markup goes; the words keep their punctuation ("Hello there! What can
+    you do?", "/image a red bicycle"): only quotes around the whole title and a
+    trailing period, comma, colon or semicolon are dropped."""
     text = re.sub(r"```.*?(```|$)", " ", text, flags=re.S)  # code says little
     line = next((ln for ln in text.splitlines() if ln.strip()), "")
     line = re.sub(r"^\s*(title\s*:\s*)", "", line, flags=re.I)
-    line = re.sub(r"[#*_`>\[\]]+", " ", line)
+    line = re.sub(r"^\s*(#{1,6}|>+|[-*+]|\d+[.)])\s+", "", line)  # block markers
+    line = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", line)  # links keep their text
+    line = re.sub(r"\*\*|__|[*`]", "", line)  # emphasis and code marks
     words = line.split()[:TITLE_MAX_WORDS]
-    title = " ".join(words).strip(" \"'“”‘’«».,;:!-")
+    title = " ".join(words).strip(" \"'“”‘’«»").rstrip(" .,;:")
     return title[:TITLE_MAX_CHARS]
 
 
@@ -231,86 +235,3 @@ async def _title_from_model(
             "title for dialogue %s from the model failed", dialogue.pk, exc_info=True
         )
         return ""
-
-
-# --- Exports -----------------------------------------------------------------------
-
-
-def _image_url(image: Any) -> str | None:
-    if not image.storage_key:
-        return None
-    try:
-        return reverse("image-file", args=[image.pk])
-    except NoReverseMatch:  # imaging's URLs not installed
-        return f"/images/{image.pk}/"
-
-
-def _export_messages(dialogue: Dialogue) -> Any:
-    return (
-        Message.objects.filter(dialogue_id=dialogue.pk)
-        .order_by("id")
-        .prefetch_related("images")
-        .iterator(chunk_size=EXPORT_CHUNK)
-    )
-
-
-def _fence_safe(text: str) -> str:
-    """`text` ending in a newline, with a code fence it leaves open closed, so one
-    message cannot swallow the rest of the export."""
-    text = text if text.endswith("\n") else text + "\n"
-    fences = [
-        ln.lstrip()[:3]
-        for ln in text.splitlines()
-        if ln.lstrip().startswith(("```", "~~~"))
-    ]
-    if len(fences) % 2:
-        text += fences[-1] + "\n"
-    return text
-
-
-def dialogue_export_markdown(*, dialogue: Dialogue) -> str:
-    """The whole dialogue as Markdown: settings, then every message (replaced and
-    failed ones too, labelled) with its images as links to the image view."""
-    out = [f"# {dialogue.title or 'Untitled conversation'}", ""]
-    out += [
-        f"- Model: {dialogue.model or 'default'}",
-        f"- Created: {iso(dialogue.created_at)}",
-        f"- Last activity: {iso(dialogue.last_activity_at)}",
-        f"- Exported: {datetime.now(UTC).isoformat()}",
-        "",
-    ]
-    if dialogue.system_prompt:
-        out += ["## System prompt", "", _fence_safe(dialogue.system_prompt)]
-    out += ["## Messages", ""]
-    for message in _export_messages(dialogue):
-        label = "User" if message.role == Message.Role.USER else "Assistant"
-        notes = [iso(message.created_at) or ""]
-        if message.model and message.role == Message.Role.ASSISTANT:
-            notes.append(message.model)
-        if message.status != Message.Status.COMPLETE:
-            notes.append(message.status)
-        if message.replaced:
-            notes.append("replaced")
-        out += [f"### {label} · {' · '.join(n for n in notes if n)}", ""]
-        if message.content:
-            out += [_fence_safe(message.content)]
-        for image in message.images.all():
-            url = _image_url(image)
-            alt = " ".join((image.revised_prompt or image.prompt).split()).replace(
-                "]", ")"
-            )
-            if url:
-                out += [f"![{alt}]({url})", ""]
-            else:
-                out += [f"*Image not available ({image.status}): {alt}*", ""]
-        if message.error_code:
-            out += [f"> Error ({message.error_code}): {message.error_message}", ""]
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-def dialogue_export_json(*, dialogue: Dialogue) -> str:
-    """The whole dialogue, every branch, as a file `dialogues_import` reads back
-    exactly (services/portable: format `chatsite.dialogue.v2`)."""
-    from .portable import dialogue_export_portable
-
-    return dialogue_export_portable(dialogue=dialogue)

@@ -631,3 +631,100 @@ def test_user_admin_shows_todays_usage_and_edits_the_quota_inline(admin_client, 
     page = admin_client.get(reverse("admin:auth_user_change", args=[user.pk]))
     assert page.status_code == 200
     assert 'name="chat_quota-0-daily_tokens"' in page.content.decode()
+
+
+# --- Polish (issue 16): columns that read right, labels, math ------------------------
+
+
+@pytest.mark.django_db
+def test_flagged_reads_as_a_warning_not_as_a_green_tick(admin_client, transcript):
+    # given one flagged dialogue with an open flag and one clear dialogue
+    Dialogue.objects.filter(pk=transcript.pk).update(flagged=True)
+    Flag.objects.create(dialogue=transcript, source=Flag.Source.USER, reason="rude")
+    DialogueFactory(title="Quiet one")
+
+    # when the list shows them
+    html = admin_client.get(_changelist()).content.decode()
+
+    # then flagged is a red "⚑ flagged" with its open flags, never Django's yes/no icons
+    assert '<span class="review-flagged">⚑ flagged · 1 open</span>' in html
+    assert '<span class="review-clear">–</span>' in html
+    assert "icon-yes.svg" not in html and "icon-no.svg" not in html
+    messages = admin_client.get(_changelist("message")).content.decode()
+    assert "icon-yes.svg" not in messages and "icon-no.svg" not in messages
+
+
+@pytest.mark.django_db
+def test_the_audit_list_names_the_dialogue_in_one_readable_column(
+    admin_client, transcript
+):
+    TranscriptView.objects.create(dialogue=transcript, dialogue_repr="#1 Trip")
+    TranscriptView.objects.create(dialogue=None, dialogue_repr="#2 Gone")
+
+    html = admin_client.get(_changelist("transcriptview")).content.decode()
+
+    assert "repr" not in html.lower()
+    assert "dialogue (as it was viewed)" in html
+    url = reverse("admin:conversations_dialogue_change", args=[transcript.pk])
+    assert f'<a href="{url}">#1 Trip</a>' in html
+    assert "#2 Gone <em>(deleted since)</em>" in html
+
+
+@pytest.mark.django_db
+def test_a_regenerated_reply_is_not_called_an_edit(admin_client, user):
+    # given a question, a reply regenerated once, and an edited question with its reply
+    dialogue = DialogueFactory(owner=user)
+    MessageFactory(dialogue=dialogue, content="first question")
+    MessageFactory(
+        dialogue=dialogue, role="assistant", content="answer one", replaced=True
+    )
+    MessageFactory(dialogue=dialogue, role="assistant", content="answer two")
+    MessageFactory(dialogue=dialogue, content="second question", replaced=True)
+    MessageFactory(
+        dialogue=dialogue, role="assistant", content="old answer", replaced=True
+    )
+    MessageFactory(dialogue=dialogue, content="second question, edited")
+    MessageFactory(dialogue=dialogue, role="assistant", content="new answer")
+
+    html = admin_client.get(
+        reverse("admin:conversations_dialogue_change", args=[dialogue.pk])
+    ).content.decode()
+
+    regenerated = "(replaced: the reply was regenerated)"
+    edited = "(replaced by a later edit)"
+    assert html.count(regenerated) == 1 and html.count(edited) == 2
+    assert html.index(regenerated) < html.index("answer one") < html.index(edited)
+
+
+@pytest.mark.django_db
+def test_transcripts_load_katex_and_keep_math_as_tex_placeholders(admin_client, user):
+    dialogue = DialogueFactory(owner=user)
+    MessageFactory(dialogue=dialogue, role="assistant", content="So $x^2$ and `$y$`.")
+
+    html = admin_client.get(
+        reverse("admin:conversations_dialogue_change", args=[dialogue.pk])
+    ).content.decode()
+
+    assert '<span class="math-tex">x^2</span>' in html
+    assert "<code>$y$</code>" in html
+    assert "vendor/katex/katex.min.js" in html and "vendor/katex/katex.min.css" in html
+    assert 'src="/static/js/admin-math.js" type="module"' in html
+
+
+@pytest.mark.django_db
+def test_admin_pages_name_the_site_icon_and_favicon_ico_redirects_to_it(
+    admin_client, client
+):
+    html = admin_client.get(_changelist()).content.decode()
+    assert 'rel="icon" href="/static/favicon.svg"' in html
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/favicon.svg"
+
+
+@pytest.mark.django_db
+def test_the_dialogue_list_fits_in_few_columns(admin_client, transcript):
+    response = admin_client.get(_changelist())
+    headers = [h["text"] for h in response.context["result_headers"]]
+    # the checkbox column plus eight: flagged and open flags share one
+    assert len(headers) == 9
+    assert "review" in headers and "flagged" not in headers

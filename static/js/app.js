@@ -171,9 +171,32 @@ function viewFor(m) {
   if (!view) {
     view = new MessageView(m);
     views.set(msgKey(m), view);
+    if (m.role === "assistant") sizes.observe(view.el);
     if (m.status === "streaming") markDirty(m);
   }
   return view;
+}
+
+// A reply taller than the pane offers "scroll to its start"; when the pane itself
+// shrinks (an alert above the composer, the keyboard on a phone) the newest text
+// stays in view if it was.
+const sizes = new ResizeObserver((entries) => {
+  const pane = messagesEl.clientHeight;
+  for (const entry of entries) {
+    if (entry.target === messagesEl) {
+      if (follow) scrollToBottom();
+      for (const view of views.values()) markLong(view.el, pane);
+    } else {
+      markLong(entry.target, pane);
+    }
+  }
+});
+sizes.observe(messagesEl);
+
+function markLong(article, pane) {
+  if (article.classList.contains("msg-assistant")) {
+    article.classList.toggle("msg-long", article.offsetHeight > pane);
+  }
 }
 
 /** Show a stored or changed message of the open dialogue. */
@@ -412,6 +435,7 @@ const handlers = {
           if (entry.type === "message.edit") setEditing(entry.edits);
         }
         emptyEl.classList.toggle("d-none", c.messages.length > 0);
+        refreshActions(); // the last turn is the one before the refused send again
       }
     }
     if (frame.ref === "dialogue.open" && frame.code === "not_found") {
@@ -736,9 +760,16 @@ listEl.addEventListener("click", async (e) => {
   if (action === "copy-code") {
     await copyText(button.closest(".code-block").querySelector("pre").textContent, button);
   } else if (action === "copy-message" && m) {
+    await copyRendered(article.querySelector(".msg-body"), button);
+  } else if (action === "copy-markdown" && m) {
     await copyText(m.content, button);
   } else if ((action === "branch-prev" || action === "branch-next") && m) {
     switchBranch(m, action === "branch-next" ? 1 : -1);
+  } else if (action === "scroll-start") {
+    follow = false;
+    messagesEl.scrollTo({ top: article.offsetTop - messagesEl.offsetTop - 8, behavior: "smooth" });
+    article.tabIndex = -1; // keyboard users continue reading from there
+    article.focus({ preventScroll: true });
   } else if (action === "retry" || action === "regenerate") {
     regenerate();
   } else if (action === "report" && m) {
@@ -761,9 +792,15 @@ function switchBranch(m, step) {
   }
 }
 
-async function copyText(text, button) {
+async function copyText(text, button, html = null) {
   try {
-    await navigator.clipboard.writeText(text);
+    if (html && window.ClipboardItem) {
+      const item = { "text/plain": new Blob([text], { type: "text/plain" }) };
+      item["text/html"] = new Blob([html], { type: "text/html" });
+      await navigator.clipboard.write([new ClipboardItem(item)]);
+    } else {
+      await navigator.clipboard.writeText(text);
+    }
     const label = button.textContent;
     button.textContent = _("Copied");
     setTimeout(() => {
@@ -772,6 +809,26 @@ async function copyText(text, button) {
   } catch (_e) {
     showAlert("warning", _("The browser did not allow copying."));
   }
+}
+
+/** The reply as it reads on screen: text (and HTML for rich editors), without the
+ * code blocks' headers, math as its TeX source. */
+async function copyRendered(body, button) {
+  const clone = body.cloneNode(true);
+  for (const head of clone.querySelectorAll(".code-head")) head.remove();
+  for (const math of clone.querySelectorAll(".math-rendered")) {
+    const tex = math.querySelector("annotation");
+    const display = math.classList.contains("math-display");
+    if (tex) math.replaceChildren(display ? `$$${tex.textContent}$$` : `$${tex.textContent}$`);
+  }
+  // innerText needs layout to put line breaks between blocks.
+  const holder = document.createElement("div");
+  holder.className = "visually-hidden";
+  holder.appendChild(clone);
+  document.body.appendChild(holder);
+  const text = clone.innerText.trim();
+  holder.remove();
+  await copyText(text, button, clone.innerHTML);
 }
 
 function typing(target) {

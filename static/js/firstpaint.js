@@ -3,10 +3,13 @@
 // the transcript shows before the socket connects and without JavaScript. It stays
 // until the socket's dialogue.state replaces the list in one DOM operation: no blank
 // frame in between and never the same message twice.
+import { renderMath } from "./math.js";
+
 const listEl = document.getElementById("message-list");
 const painted = listEl.dataset.firstPaint || null;
 const paintedTitle = document.getElementById("dialogue-title").textContent;
 if (painted !== null) {
+  renderMath(listEl); // the server leaves math as TeX placeholders
   const pane = document.getElementById("messages");
   pane.scrollTop = pane.scrollHeight; // the newest message in view, as renderPane does
 }

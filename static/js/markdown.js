@@ -1,6 +1,9 @@
 // Markdown to safe DOM: markdown-it (raw HTML off) then DOMPurify, rendered through
-// an inert <template> so nothing loads before the sanitiser and our image rule ran.
-// StreamRenderer re-renders only the unfinished tail of a streaming reply.
+// an inert <template> so nothing loads before the sanitiser and our image rule ran;
+// math placeholders are then drawn by KaTeX (math.js). StreamRenderer re-renders
+// only the unfinished tail of a streaming reply.
+import { _ } from "./i18n.js";
+import { mathPlugin, renderMath } from "./math.js";
 
 // Images may only come from this site's own image view; anything else (another
 // host, protocol-relative, data:) is dropped so model output cannot send data away.
@@ -26,6 +29,7 @@ const md = window.markdownit({
     return "";
   },
 });
+md.use(mathPlugin);
 
 const PURIFY_CONFIG = {
   USE_PROFILES: { html: true },
@@ -60,14 +64,21 @@ export function sanitize(html) {
 }
 
 /** Markdown source to a sanitised, decorated fragment (not yet in the document). */
-export function renderMarkdown(source, { streaming = false } = {}) {
+export function renderMarkdown(source) {
   const template = document.createElement("template");
   template.innerHTML = sanitize(md.render(source));
-  decorate(template.content, streaming);
+  decorate(template.content);
   return template.content;
 }
 
-function decorate(fragment, streaming) {
+/** The label of a code block: the language its fence names, else "plain text". */
+export function codeLanguage(code) {
+  const lang = code && [...code.classList].find((c) => c.startsWith("language-"));
+  return lang ? lang.slice(9) : _("plain text");
+}
+
+// A block streams with the same header it ends with, so nothing moves when it ends.
+function decorate(fragment) {
   for (const img of fragment.querySelectorAll("img")) {
     if (!img.getAttribute("src")) img.remove();
   }
@@ -75,13 +86,13 @@ function decorate(fragment, streaming) {
   for (const pre of fragment.querySelectorAll("pre")) {
     const code = pre.querySelector("code");
     if (code) code.classList.add("hljs");
-    if (streaming || !codeTemplate) continue;
+    if (!codeTemplate) continue;
     const block = codeTemplate.content.firstElementChild.cloneNode(true);
-    const lang = code && [...code.classList].find((c) => c.startsWith("language-"));
-    block.querySelector(".code-lang").textContent = lang ? lang.slice(9) : "";
+    block.querySelector(".code-lang").textContent = codeLanguage(code);
     pre.replaceWith(block);
     block.appendChild(pre);
   }
+  renderMath(fragment);
 }
 
 /**
@@ -122,7 +133,7 @@ export function stableBoundary(text, from) {
 // The price: a very long paragraph shows a line break every FREEZE_AFTER characters.
 const FREEZE_AFTER = 1500;
 const FREEZE_KEEP = 200;
-const PAIRING = /[\\`*_[\]<>!&~|\n\r]/;
+const PAIRING = /[\\`*_[\]<>!&~|\n\r$]/;
 
 function escapeHtml(text) {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -180,7 +191,7 @@ export class StreamRenderer {
     if (!final) this.freeze(tail);
     const liveText = tail.slice(this.frozenText.length);
     if (liveText !== this.liveText) {
-      const fragment = renderMarkdown(liveText, { streaming: true });
+      const fragment = renderMarkdown(liveText);
       if (this.frozenText) this.joinParagraph(fragment);
       this.live.replaceChildren(fragment);
       this.liveText = liveText;

@@ -24,6 +24,7 @@ export class Sidebar {
     this.list = document.getElementById("dialogue-list");
     this.more = document.getElementById("dialogue-more");
     this.empty = document.getElementById("dialogue-empty");
+    this.noMatch = document.getElementById("dialogue-no-match");
     this.search = document.getElementById("dialogue-search");
     this.template = document.getElementById("tpl-dialogue");
     this.dialogues = new Map(); // id -> dialogue, every one we know of
@@ -92,7 +93,7 @@ export class Sidebar {
     } finally {
       this.loading = false;
       this.more.classList.toggle("d-none", this.exhausted);
-      this.empty.classList.toggle("d-none", this.items.size > 0);
+      this.showEmpty();
     }
   }
 
@@ -117,8 +118,15 @@ export class Sidebar {
     if (snippet !== undefined) li.querySelector(".dlg-snippet").textContent = snippet || "";
     this.markActive(li);
     this.place(li, merged, fromPage);
-    this.empty.classList.add("d-none");
+    this.showEmpty();
     return merged;
+  }
+
+  /** "No dialogues yet", or for a search "No dialogue matches". */
+  showEmpty() {
+    const none = this.items.size === 0;
+    this.empty.classList.toggle("d-none", !none || !!this.query);
+    this.noMatch.classList.toggle("d-none", !none || !this.query);
   }
 
   place(li, dialogue, fromPage) {
@@ -161,7 +169,7 @@ export class Sidebar {
     const li = this.items.get(String(id));
     if (li) li.remove();
     this.items.delete(String(id));
-    this.empty.classList.toggle("d-none", this.items.size > 0);
+    this.showEmpty();
   }
 
   setActive(id) {
