@@ -364,6 +364,13 @@ def _wrap(text: str, font: Any, max_width: float) -> list[str]:
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
 
+def demo_banner(prompt: str) -> str:
+    """The banner across a demo picture, in the prompt's language."""
+    if _CJK.search(prompt):
+        return "离线演示 · 未配置图像模型"
+    return "offline demo · no image model configured"
+
+
 def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
     top, bottom = _palette(prompt)
     mask = Image.linear_gradient("L").resize((width, height))
@@ -384,11 +391,7 @@ def draw_demo_picture(prompt: str, width: int, height: int) -> bytes:
 
     margin = unit // 12
     label_font = _font(max(14, unit // 28))
-    label = (
-        "离线演示 · 未配置图像模型"
-        if _CJK.search(prompt)
-        else "offline demo · no image model configured"
-    )
+    label = demo_banner(prompt)
     draw.rounded_rectangle(
         (margin // 2, margin // 2, width - margin // 2, margin // 2 + unit // 14),
         radius=unit // 60,

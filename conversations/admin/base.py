@@ -27,7 +27,7 @@ class MathMedia:
     leaves TeX placeholders (conversations/rendering.py) for static/js/math.js."""
 
     css = {"all": ["vendor/katex/katex.min.css"]}
-    js = ["vendor/katex/katex.min.js", forms.Script("js/admin-math.js", type="module")]
+    js = ["vendor/katex/katex.min.js", forms.Script("js/math-page.js", type="module")]
 
 
 def can_review(request: HttpRequest) -> bool:

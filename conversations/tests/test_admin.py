@@ -663,8 +663,8 @@ def test_the_audit_list_names_the_dialogue_in_one_readable_column(
 
     html = admin_client.get(_changelist("transcriptview")).content.decode()
 
-    assert "repr" not in html.lower()
-    assert "dialogue (as it was viewed)" in html
+    assert "dialogue repr" not in html.lower()
+    assert ">Dialogue (as it was viewed)</a>" in html
     url = reverse("admin:conversations_dialogue_change", args=[transcript.pk])
     assert f'<a href="{url}">#1 Trip</a>' in html
     assert "#2 Gone <em>(deleted since)</em>" in html
@@ -708,7 +708,7 @@ def test_transcripts_load_katex_and_keep_math_as_tex_placeholders(admin_client, 
     assert '<span class="math-tex">x^2</span>' in html
     assert "<code>$y$</code>" in html
     assert "vendor/katex/katex.min.js" in html and "vendor/katex/katex.min.css" in html
-    assert 'src="/static/js/admin-math.js" type="module"' in html
+    assert 'src="/static/js/math-page.js" type="module"' in html
 
 
 @pytest.mark.django_db

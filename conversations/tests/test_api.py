@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import zipfile
 from datetime import timedelta
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
 
@@ -411,6 +415,7 @@ def rich_dialogue(user):
 @pytest.mark.django_db
 def test_markdown_export_has_everything_and_fenced_code(api, rich_dialogue):
     dialogue, _, image = rich_dialogue
+    GeneratedImage.objects.filter(pk=image.pk).update(storage_key="")
 
     response = api.get(f"/api/dialogues/{dialogue.pk}/export.md")
 
@@ -420,24 +425,94 @@ def test_markdown_export_has_everything_and_fenced_code(api, rich_dialogue):
         response["Content-Disposition"]
         == f'attachment; filename="dialogue-{dialogue.pk}.md"'
     )
-    text = response.content.decode()
+    text = b"".join(response.streaming_content).decode()
     assert text.startswith("# Export me\n")
     assert "Be exact." in text and "fake-model" in text
     assert "```python\ndef square(x):\n    return x * x\n```" in text
-    assert f"![a lighthouse at dusk](/images/{image.pk}/)" in text
+    assert "/images/" not in text  # nothing that needs the site
     assert text.count("### User") == 3 and text.count("### Assistant") == 2
     # an unclosed fence in a message is closed, so fences balance
     assert len(re.findall(r"^```", text, flags=re.M)) % 2 == 0
-    # valid Markdown: the parser sees the code block and the image
+    # valid Markdown: the parser sees the code block
     from markdown_it import MarkdownIt
 
     tokens = MarkdownIt().parse(text)
     assert any(t.type == "fence" and t.info == "python" for t in tokens)
-    inline_children = [c for t in tokens if t.children for c in t.children]
-    assert any(
-        c.type == "image" and c.attrs["src"] == f"/images/{image.pk}/"
-        for c in inline_children
+
+
+@pytest.mark.django_db
+def test_markdown_export_with_pictures_is_a_zip_that_reads_offline(api, rich_dialogue):
+    # given a dialogue whose picture is stored, and one whose file went missing
+    dialogue, _, image = rich_dialogue
+    png = b"\x89PNG\r\n\x1a\n" + b"picture bytes" * 50
+    key = default_storage.save("images/export-test.png", ContentFile(png))
+    GeneratedImage.objects.filter(pk=image.pk).update(storage_key=key)
+    drawing = image.message
+    lost = GeneratedImage.objects.create(
+        message=drawing,
+        prompt="a lost boat",
+        storage_key="images/never-written.png",
+        status="complete",
     )
+
+    # when the owner downloads the Markdown
+    response = api.get(f"/api/dialogues/{dialogue.pk}/export.md")
+
+    # then it is a zip of the Markdown and the picture, linked relatively
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    assert (
+        response["Content-Disposition"]
+        == f'attachment; filename="dialogue-{dialogue.pk}.zip"'
+    )
+    bundle = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    name = f"dialogue-{dialogue.pk}"
+    assert sorted(bundle.namelist()) == [
+        f"{name}/dialogue.md",
+        f"{name}/images/{image.pk}.png",
+    ]
+    assert bundle.read(f"{name}/images/{image.pk}.png") == png
+    text = bundle.read(f"{name}/dialogue.md").decode()
+    assert f"![a lighthouse at dusk](images/{image.pk}.png)" in text
+    assert "*Image not available (complete): a lost boat*" in text
+    assert "/images/" not in text.replace(f"](images/{image.pk}.png)", "")
+    assert lost.pk
+
+
+@pytest.mark.django_db
+def test_search_snippets_start_on_a_word_and_show_no_markdown(api, user):
+    # given a reply with Markdown, the match far into it
+    dialogue = DialogueFactory(owner=user, title="Plants")
+    MessageFactory(
+        dialogue=dialogue,
+        role="assistant",
+        content="Some introduction that runs on for a good while before it gets to "
+        "the point, which is that **watering** the `ficus` weekly is [enough](http://x).",
+    )
+
+    # when the user searches for a word of it
+    page = api.get("/api/dialogues/", {"q": "ficus"}).json()
+
+    # then the snippet starts on a whole word after "…" and reads as plain text
+    snippet = page["results"][0]["snippet"]
+    assert snippet.startswith("…")
+    words = [
+        "Some",
+        "introduction",
+        "that",
+        "runs",
+        "on",
+        "for",
+        "a",
+        "good",
+        "while",
+        "before",
+        "it",
+        "gets",
+    ]
+    assert snippet[1:].split()[0] in words
+    assert "watering the ficus weekly is enough." in snippet
+    assert not set("*`[]()") & set(snippet)
 
 
 @pytest.mark.django_db

@@ -178,3 +178,19 @@ def test_the_painted_page_speaks_the_browsers_language(client, user, dialogue):
     html = response.content.decode()
     assert "助手" in html  # the painted reply's role
     assert "举报此回复" in html  # the report dialog
+
+
+def test_a_missing_dialogue_is_a_page_with_a_way_back(client, other_user, settings):
+    # given someone else's dialogue, seen by a user reading Chinese
+    foreign = DialogueFactory(owner=other_user)
+    client.force_login(DialogueFactory().owner)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+
+    response = client.get(reverse("chat-dialogue", args=[foreign.pk]))
+
+    # then the site's own page says so and links back to the chat, in Chinese
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert '<a class="btn btn-primary" href="/">返回你的对话</a>' in html
+    assert "<title>未找到 · chatsite</title>" in html
+    assert "Not Found</h1>" not in html

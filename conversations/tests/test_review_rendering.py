@@ -133,3 +133,66 @@ def test_our_own_images_are_kept():
 
 def test_empty_text_renders_nothing():
     assert render_markdown("") == ""
+
+
+# --- Math and code headers (static/js/math.js draws the placeholders) ---------------
+
+
+@pytest.mark.parametrize(
+    ("source", "html"),
+    [
+        ("So $e^{i\\pi}+1=0$ holds.", '<span class="math-tex">e^{i\\pi}+1=0</span>'),
+        ("Then \\(a_1 + b_2\\) too.", '<span class="math-tex">a_1 + b_2</span>'),
+        (
+            "Inline $$\\sum_i x_i$$ display.",
+            '<span class="math-tex math-display">\\sum_i x_i</span>',
+        ),
+        (
+            "$$\nx = \\frac{1}{2}\n$$",
+            '<div class="math-tex math-display">\nx = \\frac{1}{2}\n</div>',
+        ),
+        (
+            "\\[\n\\int_0^1 x\\,dx\n\\]",
+            '<div class="math-tex math-display">\n\\int_0^1 x\\,dx\n</div>',
+        ),
+        ("$a<b$", '<span class="math-tex">a&lt;b</span>'),
+    ],
+)
+def test_math_becomes_tex_placeholders_markdown_never_touches(source, html):
+    assert html in render_markdown(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "`$x$` in code",
+        "```\n$$x$$\n```",
+        "    $y$ indented code",
+        "costs $5 and $10",
+        "a $ b $ c",
+        "escaped \\$x\\$",
+    ],
+)
+def test_code_and_dollar_amounts_are_never_math(source):
+    assert "math-tex" not in render_markdown(source)
+
+
+def test_underscores_inside_math_are_not_emphasis():
+    html = render_markdown("$a_1 + b_2 = c_1$ and *real* emphasis")
+    assert '<span class="math-tex">a_1 + b_2 = c_1</span>' in html
+    assert "<em>real</em>" in html and html.count("<em>") == 1
+
+
+def test_only_our_own_classes_survive_on_spans_and_divs():
+    html = render_markdown("$x$")
+    assert 'class="math-tex"' in html
+    from conversations.rendering import _cleaner
+
+    dirty = '<span class="math-tex evil">x</span><div class="code-block" onclick="x">y</div>'
+    assert _cleaner.clean(dirty) == '<span>x</span><div class="code-block">y</div>'
+
+
+def test_code_blocks_carry_a_language_label():
+    html = render_markdown("```python\nprint(1)\n```\n\n```\nplain\n```")
+    assert '<span class="code-lang">python</span>' in html
+    assert '<span class="code-lang">plain text</span>' in html

@@ -35,6 +35,7 @@ def test_create_pending_defaults_to_the_first_configured_size_and_model(
 ):
     settings.IMAGE_SIZES = ["512x512", "1024x1024"]
     settings.IMAGE_MODEL = "painter-2"
+    settings.OPENAI_API_KEY = "sk-test"  # a provider draws, not the offline demo
 
     image = services.image_create_pending(
         message=image_message, prompt="  a fox ", size=None
@@ -43,6 +44,23 @@ def test_create_pending_defaults_to_the_first_configured_size_and_model(
     assert (image.prompt, image.size, image.model) == ("a fox", "512x512", "painter-2")
     assert image.status == GeneratedImage.Status.PENDING
     assert image.storage_key == ""
+
+
+def test_pictures_the_offline_demo_draws_are_recorded_as_its_own(
+    settings, image_message
+):
+    # given no provider: the demo generator draws, whatever IMAGE_MODEL says
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
+    settings.IMAGE_MODEL = "gpt-image-1"
+
+    image = services.image_create_pending(
+        message=image_message, prompt="a fox", size=None
+    )
+
+    assert image.model == "offline-demo"
+    # and once a provider is set up, re-rendering it uses the provider's model
+    settings.OPENAI_API_KEY = "sk-test"
+    assert services._stored_model(image) == "gpt-image-1"
 
 
 def test_create_pending_refuses_a_size_that_is_not_configured(settings, image_message):

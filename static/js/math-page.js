@@ -1,4 +1,4 @@
-// The admin's transcripts: draw the math placeholders the server rendered
+// Server-rendered transcripts (the admin, share links): draw the math placeholders
 // (conversations/rendering.py) with KaTeX, as the chat page does.
 import { renderMath } from "./math.js";
 
