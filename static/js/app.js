@@ -193,10 +193,9 @@ const sizes = new ResizeObserver((entries) => {
 });
 sizes.observe(messagesEl);
 
+// A data attribute, not a class: MessageView.update() rewrites the class list.
 function markLong(article, pane) {
-  if (article.classList.contains("msg-assistant")) {
-    article.classList.toggle("msg-long", article.offsetHeight > pane);
-  }
+  if (article.classList.contains("msg-assistant")) article.toggleAttribute("data-long", article.offsetHeight > pane);
 }
 
 /** Show a stored or changed message of the open dialogue. */
