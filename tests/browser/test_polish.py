@@ -189,7 +189,9 @@ def test_jump_to_the_newest_never_covers_the_last_message_when_an_alert_shows(
     for i in range(6):
         MessageFactory(dialogue=dialogue, content=f"Question {i}")
         MessageFactory(
-            dialogue=dialogue, role="assistant", content=f"Answer {i}\n\n" + "text " * 80
+            dialogue=dialogue,
+            role="assistant",
+            content=f"Answer {i}\n\n" + "text " * 80,
         )
     log_in(page, site, user.username)
     page.goto(f"{site.url}/d/{dialogue.pk}/")
@@ -297,7 +299,9 @@ def test_copy_as_markdown_and_as_text(page, site):
     )
     user = UserFactory(password=PASSWORD)
     log_in(page, site, user.username)
-    source = "A **bold** claim with $x^2$:\n\n- one\n- two\n\n```python\nprint(1)\n```\n"
+    source = (
+        "A **bold** claim with $x^2$:\n\n- one\n- two\n\n```python\nprint(1)\n```\n"
+    )
     site.fake.configure(text=source, tps=300)
     send(page, "Format something")
     page.wait_for_selector(".msg-assistant[data-status=complete]")
@@ -342,7 +346,10 @@ def test_a_long_reply_offers_a_way_back_to_its_start(page, site):
     send(page, "Long")
     page.wait_for_selector(".msg-assistant[data-status=complete] >> nth=1")
 
-    short, long = page.locator(".msg-assistant").nth(0), page.locator(".msg-assistant").nth(1)
+    short, long = (
+        page.locator(".msg-assistant").nth(0),
+        page.locator(".msg-assistant").nth(1),
+    )
     assert short.locator(".msg-top").is_hidden()
     page.wait_for_function(
         "() => document.querySelectorAll('.msg-assistant')[1].hasAttribute('data-long')"
