@@ -144,3 +144,22 @@ def test_title_cleaning():
         == "one two three four five six"
     )
     assert title_from_text("") == ""
+
+
+def test_titles_keep_punctuation_and_the_slash():
+    assert title_from_text("Hello there! What can you do?") == (
+        "Hello there! What can you do?"
+    )
+    assert title_from_text("/image a red bicycle") == "/image a red bicycle"
+    assert title_from_text("Fix snake_case in C# code.") == "Fix snake_case in C# code"
+    assert title_from_text("> [Docs](http://x) for C++?") == "Docs for C++?"
+
+
+async def test_the_offline_demo_titles_keep_what_was_typed(user):
+    dialogue = await first_exchange(user, text="Hello there! What can you do?")
+
+    updated = await title_autoname(
+        dialogue=dialogue, llm=DemoChatLLM(0), model="offline-demo"
+    )
+
+    assert updated.title == "Hello there! What can you do?"

@@ -29,6 +29,8 @@ def top_words(text: str, n: int = 3) -> list[tuple[str, int]]:
 |------|------:|
 | the  | 12 |
 | fox  | 3 |
+
+The top word's share is $p = \\frac{12}{15} = 0.8$.
 """
 
 
@@ -168,10 +170,20 @@ def test_screenshots_light_dark_and_phone(page, site, artifacts):
     page.wait_for_timeout(400)
     page.screenshot(path=str(artifacts / "chat-phone-drawer.png"))
 
+    # the same page in Chinese, on the phone
+    page.select_option("#language-select", "zh-hans")
+    page.wait_for_load_state()
+    wait_online(page)
+    page.wait_for_selector(".msg-assistant .katex")
+    page.wait_for_timeout(400)
+    assert page.inner_text("#send-button") == "发送"
+    page.screenshot(path=str(artifacts / "chat-phone-zh.png"))
+
     for name in [
         "chat-light.png",
         "chat-dark.png",
         "chat-phone.png",
         "chat-phone-drawer.png",
+        "chat-phone-zh.png",
     ]:
         assert (artifacts / name).stat().st_size > 10_000
