@@ -1,6 +1,7 @@
 """Transcripts are rendered on the server: Markdown in, only safe HTML out."""
 
 import pytest
+from django.utils import translation
 from django.utils.safestring import SafeString
 
 from conversations.rendering import render_markdown
@@ -193,6 +194,10 @@ def test_only_our_own_classes_survive_on_spans_and_divs():
 
 
 def test_code_blocks_carry_a_language_label():
-    html = render_markdown("```python\nprint(1)\n```\n\n```\nplain\n```")
+    source = "```python\nprint(1)\n```\n\n```\nplain\n```"
+    with translation.override("en"):
+        html = render_markdown(source)
     assert '<span class="code-lang">python</span>' in html
     assert '<span class="code-lang">plain text</span>' in html
+    with translation.override("zh-hans"):
+        assert '<span class="code-lang">纯文本</span>' in render_markdown(source)
