@@ -671,29 +671,46 @@ def test_the_audit_list_names_the_dialogue_in_one_readable_column(
 
 
 @pytest.mark.django_db
-def test_a_regenerated_reply_is_not_called_an_edit(admin_client, user):
-    # given a question, a reply regenerated once, and an edited question with its reply
+def test_another_version_of_a_reply_is_told_from_an_edited_turn(admin_client, user):
+    # given a question with two versions of its reply, and an edited second question
     dialogue = DialogueFactory(owner=user)
-    MessageFactory(dialogue=dialogue, content="first question")
+    first = MessageFactory(dialogue=dialogue, content="first question")
     MessageFactory(
-        dialogue=dialogue, role="assistant", content="answer one", replaced=True
+        dialogue=dialogue,
+        parent=first,
+        role="assistant",
+        content="answer one",
+        replaced=True,
     )
-    MessageFactory(dialogue=dialogue, role="assistant", content="answer two")
-    MessageFactory(dialogue=dialogue, content="second question", replaced=True)
+    shown = MessageFactory(
+        dialogue=dialogue, parent=first, role="assistant", content="answer two"
+    )
+    old = MessageFactory(
+        dialogue=dialogue, parent=shown, content="second question", replaced=True
+    )
     MessageFactory(
-        dialogue=dialogue, role="assistant", content="old answer", replaced=True
+        dialogue=dialogue,
+        parent=old,
+        role="assistant",
+        content="old answer",
+        replaced=True,
     )
-    MessageFactory(dialogue=dialogue, content="second question, edited")
-    MessageFactory(dialogue=dialogue, role="assistant", content="new answer")
+    edited = MessageFactory(
+        dialogue=dialogue, parent=shown, content="second question, edited"
+    )
+    MessageFactory(
+        dialogue=dialogue, parent=edited, role="assistant", content="new answer"
+    )
 
     html = admin_client.get(
         reverse("admin:conversations_dialogue_change", args=[dialogue.pk])
     ).content.decode()
 
-    regenerated = "(replaced: the reply was regenerated)"
-    edited = "(replaced by a later edit)"
-    assert html.count(regenerated) == 1 and html.count(edited) == 2
-    assert html.index(regenerated) < html.index("answer one") < html.index(edited)
+    # then the other reply is a version of the reply, the edited turn is off the branch
+    sibling = "(another version of this reply, not on the shown branch)"
+    off = "(not on the shown branch)"
+    assert html.count(sibling) == 1 and html.count(off) == 2
+    assert html.index(sibling) < html.index("answer one") < html.index(off)
 
 
 @pytest.mark.django_db
