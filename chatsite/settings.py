@@ -350,6 +350,11 @@ CHAT_DIALOGUES_PER_HOUR = env.int("CHAT_DIALOGUES_PER_HOUR", default=120)
 CHAT_MAX_REPLY_TOKENS = env.int("CHAT_MAX_REPLY_TOKENS", default=8192)
 CHAT_MAX_REPLY_SECONDS = env.float("CHAT_MAX_REPLY_SECONDS", default=300.0)
 CHAT_MAX_TOOL_CALLS = env.int("CHAT_MAX_TOOL_CALLS", default=3)
+# Open sockets per user on all processes; one more is closed with 4429.
+CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=30)
+# Socket reads (dialogue.open, dialogue.history) of one user running at once per
+# process: a flood of them waits behind its own work, not everyone's.
+CHAT_USER_READS = env.int("CHAT_USER_READS", default=2)
 
 # --- Production hardening (all off by default so `make run` works over plain http) --
 SECURE_PROXY_SSL_HEADER = (

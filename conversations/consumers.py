@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +25,7 @@ from chatsite import lifecycle
 from . import protocol as p
 from .exceptions import ChatError, DatabaseUnavailable
 from .fanout import get_hub
+from .live import get_store, socket_admit
 from .serializers import dialogue_dict, message_dict
 from .services import messaging, replies, tree
 from .services.workers import accepting, get_worker
@@ -32,6 +34,8 @@ from .socket_sessions import CLOSE_CODE, get_watch
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 50
+# The user has CHAT_MAX_SOCKETS_PER_USER sockets open already (docs/protocol.md).
+TOO_MANY_SOCKETS = 4429
 
 
 def socket_language(scope: dict[str, Any]) -> str:
@@ -73,6 +77,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.user_id = self.scope["user"].pk
             self.session_key = self.scope["session"].session_key
             await get_watch().add(self)
+            # At most CHAT_MAX_SOCKETS_PER_USER sockets per user on all processes.
+            member = f"{get_worker().id}:{uuid.uuid4().hex[:12]}"
+            if await socket_admit(
+                self.user_id, member, settings.CHAT_MAX_SOCKETS_PER_USER
+            ):
+                self.socket_member = member
+            else:
+                await self.close(code=TOO_MANY_SOCKETS, reason="too many sockets")
 
     async def session_closed(self) -> None:
         await self.close(code=CLOSE_CODE)
@@ -87,6 +99,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        member = getattr(self, "socket_member", None)
+        if member is not None:
+            self.socket_member = None
+            await get_store().socket_leave(self.user_id, member)
         get_watch().remove(self)
         hub = get_hub()
         for dialogue_id in getattr(self, "subscriptions", ()):

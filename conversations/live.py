@@ -78,6 +78,9 @@ class LiveStore(Protocol):
     async def rate_hit(
         self, key: str, limit: int, window: int, now: float | None = None
     ) -> int: ...
+    async def socket_join(self, user_id: int, member: str, cap: int) -> bool: ...
+    async def socket_leave(self, user_id: int, member: str) -> None: ...
+    async def socket_members(self, user_id: int) -> list[str]: ...
     async def heartbeat(self, worker: str) -> None: ...
     async def alive(self, workers: list[str]) -> set[str]: ...
     async def forget_worker(self, worker: str) -> None: ...
@@ -97,6 +100,7 @@ class MemoryStore:
         self.locks: dict[str, str] = {}
         self.windows: dict[str, list[float]] = {}
         self.workers: set[str] = set()
+        self.sockets: dict[int, set[str]] = {}
         self.parked: dict[int, tuple[int, dict[str, Any]]] = {}
 
     def _expired(self, key: Any) -> bool:
@@ -147,6 +151,19 @@ class MemoryStore:
         stamps.append(now)
         self.windows[key] = stamps
         return 0
+
+    async def socket_join(self, user_id: int, member: str, cap: int) -> bool:
+        members = self.sockets.setdefault(user_id, set())
+        if len(members) >= cap:
+            return False
+        members.add(member)
+        return True
+
+    async def socket_leave(self, user_id: int, member: str) -> None:
+        self.sockets.get(user_id, set()).discard(member)
+
+    async def socket_members(self, user_id: int) -> list[str]:
+        return list(self.sockets.get(user_id, ()))
 
     async def heartbeat(self, worker: str) -> None:
         self.workers.add(worker)
@@ -268,6 +285,21 @@ class RedisStore:
         )
         return 0 if int(wait_ms) <= 0 else max(1, math.ceil(int(wait_ms) / 1000))
 
+    async def socket_join(self, user_id: int, member: str, cap: int) -> bool:
+        """Add the socket to the user's set unless it holds `cap` already (every
+        process counts in the same set)."""
+        added = await self._call(
+            "EVAL", _SOCKET_JOIN, 1, f"{self.p}:k:{user_id}", cap, member
+        )
+        return bool(added)
+
+    async def socket_leave(self, user_id: int, member: str) -> None:
+        await self._call("SREM", f"{self.p}:k:{user_id}", member)
+
+    async def socket_members(self, user_id: int) -> list[str]:
+        members = await self._call("SMEMBERS", f"{self.p}:k:{user_id}")
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members or ()]
+
     async def heartbeat(self, worker: str) -> None:
         await self.r.set(f"{self.p}:w:{worker}", 1, ex=WORKER_TTL)
 
@@ -321,12 +353,34 @@ local oldest = redis.call('zrange', KEYS[1], n - limit, n - limit, 'WITHSCORES')
 return tonumber(oldest[2]) + window - now
 """
 
+_SOCKET_JOIN = """
+if redis.call('scard', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+return redis.call('sadd', KEYS[1], ARGV[2]) + 1
+"""
+
 _FINISH = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[1], 'd', 1)
 redis.call('expire', KEYS[1], ARGV[1])
 return redis.call('expire', KEYS[1] .. ':t', ARGV[1])
 """
+
+
+async def socket_admit(user_id: int, member: str, cap: int) -> bool:
+    """Count a socket of the user on every process; False when `cap` are open. A
+    full set is checked once for sockets of processes that died (their members
+    start with the process's id) before the socket is refused."""
+    store = get_store()
+    if await store.socket_join(user_id, member, cap):
+        return True
+    members = await store.socket_members(user_id)
+    workers = sorted({m.split(":", 1)[0] for m in members})
+    alive = await store.alive(workers)
+    dead = [m for m in members if m.split(":", 1)[0] not in alive]
+    for stale in dead:
+        await store.socket_leave(user_id, stale)
+    return bool(dead) and await store.socket_join(user_id, member, cap)
+
 
 _store: LiveStore | None = None
 

@@ -57,8 +57,14 @@ class UsageDailyAdmin(admin.ModelAdmin):
 
 @admin.register(UserQuota)
 class UserQuotaAdmin(admin.ModelAdmin):
-    list_display = ("user", "daily_tokens", "daily_messages", "updated_at")
-    list_editable = ("daily_tokens", "daily_messages")
+    list_display = (
+        "user",
+        "daily_tokens",
+        "daily_messages",
+        "daily_images",
+        "updated_at",
+    )
+    list_editable = ("daily_tokens", "daily_messages", "daily_images")
     list_select_related = ("user",)
     list_filter = (UsernameFilter,)
     search_fields = ("user__username",)
@@ -71,7 +77,7 @@ class UserQuotaInline(admin.StackedInline):
     can_delete = True
     max_num = 1
     extra = 1  # the empty form shows without JS; saved only when filled in
-    fields = ("daily_tokens", "daily_messages")
+    fields = ("daily_tokens", "daily_messages", "daily_images")
     verbose_name = "quota override"
     verbose_name_plural = "quota override (empty = the site's default)"
 

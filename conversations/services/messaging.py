@@ -382,7 +382,36 @@ def message_still_streaming(message: Message) -> bool:
     ).exists()
 
 
+_read_gates: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakValueDictionary[int, asyncio.Semaphore]
+] = weakref.WeakKeyDictionary()
+
+
+def _user_gate(user: Any) -> asyncio.Semaphore:
+    """At most CHAT_USER_READS socket reads of one user at once in this process: a
+    user opening dialogues on thousands of sockets queues behind their own reads,
+    and the database threads stay free for everyone else's work. (A socket itself
+    handles one frame at a time.) Gates live while someone holds or awaits them."""
+    loop = asyncio.get_running_loop()
+    gates = _read_gates.get(loop)
+    if gates is None:
+        gates = _read_gates[loop] = weakref.WeakValueDictionary()
+    gate = gates.get(user.pk)
+    if gate is None:
+        gate = gates[user.pk] = asyncio.Semaphore(settings.CHAT_USER_READS)
+    return gate
+
+
 async def dialogue_open(
+    *, user: Any, dialogue_id: Any, subscribe: Callable[[int], Awaitable[None]]
+) -> tuple[dict[str, Any], dict[int, int]]:
+    async with _user_gate(user):
+        return await _dialogue_open(
+            user=user, dialogue_id=dialogue_id, subscribe=subscribe
+        )
+
+
+async def _dialogue_open(
     *, user: Any, dialogue_id: Any, subscribe: Callable[[int], Awaitable[None]]
 ) -> tuple[dict[str, Any], dict[int, int]]:
     """The `dialogue.state` event and, per reply in flight, the seq its text includes.
@@ -427,6 +456,15 @@ async def dialogue_open(
 
 
 async def dialogue_history(
+    *, user: Any, dialogue_id: Any, before: Any
+) -> dict[str, Any]:
+    async with _user_gate(user):
+        return await _dialogue_history(
+            user=user, dialogue_id=dialogue_id, before=before
+        )
+
+
+async def _dialogue_history(
     *, user: Any, dialogue_id: Any, before: Any
 ) -> dict[str, Any]:
     if not isinstance(before, int) or isinstance(before, bool):
