@@ -174,7 +174,7 @@ class DialogueAdmin(admin.ModelAdmin):
                 "fields": (
                     "created_at",
                     "last_activity_at",
-                    "flagged",
+                    "review_state",
                     "pinned",
                     "summary",
                 )
@@ -189,7 +189,7 @@ class DialogueAdmin(admin.ModelAdmin):
         "review_links",
         "created_at",
         "last_activity_at",
-        "flagged",
+        "review_state",
         "pinned",
         "summary",
     )

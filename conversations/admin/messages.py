@@ -48,7 +48,7 @@ class MessageAdmin(admin.ModelAdmin):
         "error_code",
         "error_message",
         "replaced",
-        "flagged",
+        "review_state",
         "created_at",
     )
     fields = readonly_fields

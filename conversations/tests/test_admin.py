@@ -652,6 +652,11 @@ def test_flagged_reads_as_a_warning_not_as_a_green_tick(admin_client, transcript
     assert "icon-yes.svg" not in html and "icon-no.svg" not in html
     messages = admin_client.get(_changelist("message")).content.decode()
     assert "icon-yes.svg" not in messages and "icon-no.svg" not in messages
+    # the dialogue's own page says it the same way
+    page = admin_client.get(
+        reverse("admin:conversations_dialogue_change", args=[transcript.pk])
+    ).content.decode()
+    assert '<span class="review-flagged">⚑ flagged · 1 open</span>' in page
 
 
 @pytest.mark.django_db

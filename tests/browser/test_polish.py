@@ -96,6 +96,10 @@ def test_in_chinese_on_a_phone_send_fits_and_the_refusal_is_chinese(page, site):
     assert page.inner_text("#send-button") == "发送"
     assert button["height"] <= box["height"] + 1
     assert button["width"] > button["height"]
+    # and so do the header's buttons
+    for selector in ("#open-settings", "#open-share"):
+        header = visible_box(page, selector)
+        assert header["width"] > header["height"], selector
 
     # the server's refusal of a bare /image reads in Chinese
     send(page, "/image")
