@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "chatsite.apps.ChatsiteConfig",  # the project's system checks
     "conversations",
     "imaging",
+    "attachments",
 ]
 
 MIDDLEWARE = [
@@ -290,10 +291,37 @@ IMAGE_DOWNLOAD_ALLOWED_NETWORKS = env.list(
 IMAGE_MAX_RETRIES = env.int("IMAGE_MAX_RETRIES", default=1)
 IMAGE_PROMPT_MAX_CHARS = env.int("IMAGE_PROMPT_MAX_CHARS", default=4000)
 
+# --- Attachments (pictures for vision models, documents) -----------------------------
+# Limits in bytes; 0 for the daily quota means none. Uploads go to temporary files,
+# never whole into memory, then to the default storage (the same as images).
+ATTACHMENT_MAX_FILE_BYTES = env.int("ATTACHMENT_MAX_FILE_BYTES", default=20 * 1024**2)
+ATTACHMENT_MAX_MESSAGE_BYTES = env.int(
+    "ATTACHMENT_MAX_MESSAGE_BYTES", default=50 * 1024**2
+)
+ATTACHMENT_MAX_PER_MESSAGE = env.int("ATTACHMENT_MAX_PER_MESSAGE", default=10)
+ATTACHMENT_DAILY_BYTES = env.int("ATTACHMENT_DAILY_BYTES", default=200 * 1024**2)
+# Pictures are re-encoded no larger than this on their longer side (vision models
+# scale down to about 2048 anyway); more pixels than the cap is refused unread
+# (a decompression bomb).
+ATTACHMENT_IMAGE_MAX_SIDE = env.int("ATTACHMENT_IMAGE_MAX_SIDE", default=2048)
+ATTACHMENT_IMAGE_MAX_PIXELS = env.int("ATTACHMENT_IMAGE_MAX_PIXELS", default=50_000_000)
+# Text kept from one document (more than any context window holds), PDF pages read.
+ATTACHMENT_MAX_TEXT_CHARS = env.int("ATTACHMENT_MAX_TEXT_CHARS", default=400_000)
+ATTACHMENT_PDF_MAX_PAGES = env.int("ATTACHMENT_PDF_MAX_PAGES", default=500)
+# With OSS/S3 storage: hand the model provider a presigned URL of a picture instead
+# of a data URL. Only when the provider can reach the bucket (not a local model).
+ATTACHMENT_PROVIDER_FETCHES_URLS = env.bool(
+    "ATTACHMENT_PROVIDER_FETCHES_URLS", default=False
+)
+ATTACHMENT_PROVIDER_URL_SECONDS = env.int(
+    "ATTACHMENT_PROVIDER_URL_SECONDS", default=900
+)
+
 # --- Models --------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
-# "name" or "name:context_tokens", comma separated.
+# "name", "name:context_tokens" or either with ":vision" (the model sees pictures),
+# comma separated.
 CHAT_MODELS = env.str("CHAT_MODELS", default="")
 DEFAULT_CHAT_MODEL = env.str("DEFAULT_CHAT_MODEL", default="")
 # The images provider, when it is not the chat one (chat on llama.cpp or Ollama,

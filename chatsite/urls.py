@@ -11,6 +11,7 @@ urlpatterns = [
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("accounts/", include("conversations.account_urls")),
     path("images/", include("imaging.urls")),
+    path("attachments/", include("attachments.urls")),
     path("api/", include("conversations.api_urls")),
     path("", include("conversations.urls")),
 ]

@@ -291,7 +291,7 @@ def models(request: HttpRequest) -> HttpResponse:
     return JsonResponse(
         {
             "models": [
-                {"name": m.name, "context_tokens": m.context_tokens}
+                {"name": m.name, "context_tokens": m.context_tokens, "vision": m.vision}
                 for m in chat_models()
             ],
             "default": default_model().name,

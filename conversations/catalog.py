@@ -1,5 +1,6 @@
-"""The models a user may pick: `CHAT_MODELS` is `name` or `name:context_tokens`, comma
-separated (e.g. `gpt-4o-mini:128000,llama3.2:8192`)."""
+"""The models a user may pick: `CHAT_MODELS` is `name` or `name:context_tokens`, either
+followed by `:vision` for a model that sees pictures, comma separated (e.g.
+`gpt-4o-mini:128000:vision,llama3.2:8192`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class ModelSpec:
     name: str
     context_tokens: int
     output_reserve: int
+    # The model reads pictures (OpenAI `image_url` content parts).
+    vision: bool = False
 
     @property
     def input_budget(self) -> int:
@@ -35,6 +38,9 @@ def _parse(raw: str, default_window: int, reserve: int) -> tuple[ModelSpec, ...]
         item = item.strip()
         if not item:
             continue
+        vision = item.lower().endswith(":vision")
+        if vision:
+            item = item[: -len(":vision")]
         name, _, window = (
             item.rpartition(":")
             if item.rsplit(":", 1)[-1].isdigit()
@@ -42,7 +48,9 @@ def _parse(raw: str, default_window: int, reserve: int) -> tuple[ModelSpec, ...]
         )
         context = int(window) if window else default_window
         # Never reserve more than a quarter of a small window for the answer.
-        specs.append(ModelSpec(name.strip(), context, min(reserve, context // 4)))
+        specs.append(
+            ModelSpec(name.strip(), context, min(reserve, context // 4), vision)
+        )
     return tuple(specs)
 
 
@@ -54,9 +62,13 @@ def chat_models() -> tuple[ModelSpec, ...]:
     )
     if not provider_configured():
         window = settings.LLM_DEFAULT_CONTEXT_TOKENS
+        # The demo describes attached pictures in words, so it takes them.
         return (
             ModelSpec(
-                DEMO_MODEL, window, min(settings.LLM_OUTPUT_RESERVE_TOKENS, window // 4)
+                DEMO_MODEL,
+                window,
+                min(settings.LLM_OUTPUT_RESERVE_TOKENS, window // 4),
+                vision=True,
             ),
         )
     if not specs:

@@ -543,16 +543,18 @@ class DemoChatLLM:
         return EstimateCounter(model)
 
     @staticmethod
-    def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    def _last_user(messages: list[dict[str, Any]]) -> dict[str, Any]:
         for message in reversed(messages):
-            if message.get("role") == "user" and isinstance(
-                message.get("content"), str
-            ):
-                return message["content"]
-        return ""
+            if message.get("role") == "user":
+                return message
+        return {}
 
     def reply_text(self, messages: list[dict[str, Any]]) -> str:
-        text = self._last_user_text(messages).strip()
+        from attachments.context import attachments_in_words, text_of
+
+        last = self._last_user(messages)
+        text = text_of(last)
+        attached = attachments_in_words(last)
         words = re.findall(r"\w+", text)
         turns = sum(1 for m in messages if m.get("role") == "user")
         body = (
@@ -569,6 +571,11 @@ class DemoChatLLM:
         if text:
             quoted = text if len(text) <= 200 else text[:200] + "…"
             body += "\n\n> " + quoted.replace("\n", "\n> ")
+        if attached:
+            body += (
+                f"\n\n{attached} A real model configured with `:vision` in "
+                "`CHAT_MODELS` sees the pictures; every model reads the documents."
+            )
         if zh:
             return DEMO_INTRO_ZH + body + DEMO_HOWTO_ZH
         return DEMO_INTRO + body + DEMO_HOWTO

@@ -11,6 +11,8 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.functions import Concat, Greatest, Lower, StrIndex, Substr
 
+from attachments.selectors import attachments_prefetch
+
 from .exceptions import BadRequest, DialogueNotFound, PresetNotFound, ShareNotFound
 from .models import Dialogue, Message, Preset, Share, UsageDaily, UserQuota
 
@@ -102,14 +104,19 @@ def message_page(
     """The newest `limit` messages of the active branch before `before` (oldest
     first) and whether more exist; each carries `siblings` (message_siblings).
 
-    Three queries whatever the dialogue's length or number of branches: the page (by
-    the (dialogue, id) index over messages not replaced), its images, its siblings.
+    Four queries whatever the dialogue's length or number of branches: the page (by
+    the (dialogue, id) index over messages not replaced), its images, its
+    attachments, its siblings.
     """
     limit = limit or settings.CHAT_PAGE_SIZE
     qs = Message.objects.filter(dialogue=dialogue, replaced=False)
     if before is not None:
         qs = qs.filter(id__lt=before)
-    rows = list(qs.order_by("-id").prefetch_related("images")[: limit + 1])
+    rows = list(
+        qs.order_by("-id").prefetch_related("images", attachments_prefetch())[
+            : limit + 1
+        ]
+    )
     has_more = len(rows) > limit
     page = rows[:limit][::-1]
     message_siblings(dialogue_id=dialogue.pk, messages=page)
@@ -151,7 +158,7 @@ def message_siblings(*, dialogue_id: int, messages: list[Message]) -> None:
 def message_find_by_client_id(*, user: Any, client_id: str) -> Message | None:
     return (
         Message.objects.select_related("dialogue")
-        .prefetch_related("images")
+        .prefetch_related("images", attachments_prefetch())
         .filter(user=user, client_id=client_id)
         .first()
     )

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.urls import reverse
 
+from attachments.serializers import attachment_dict
+
 from .models import Dialogue, Message
 
 
@@ -46,12 +48,18 @@ def image_dict(image: Any) -> dict[str, Any]:
 
 
 def message_dict(
-    message: Message, *, images: list[Any] | None = None
+    message: Message,
+    *,
+    images: list[Any] | None = None,
+    attachments: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """`images` may be passed when already loaded; else the prefetch cache is used."""
+    """`images` and `attachments` may be passed when already loaded; else the
+    prefetch cache is used (nothing is queried here)."""
+    cache = getattr(message, "_prefetched_objects_cache", {})
     if images is None:
-        cache = getattr(message, "_prefetched_objects_cache", {})
         images = list(cache["images"]) if "images" in cache else []
+    if attachments is None:
+        attachments = list(cache["attachments"]) if "attachments" in cache else []
     usage = None
     if message.prompt_tokens is not None or message.completion_tokens is not None:
         usage = {
@@ -71,6 +79,7 @@ def message_dict(
         "client_id": message.client_id if message.role == Message.Role.USER else None,
         "seq": message.seq if message.role == Message.Role.ASSISTANT else None,
         "images": [image_dict(i) for i in images],
+        "attachments": [attachment_dict(a) for a in attachments],
         "usage": usage,
         "error": (
             {"code": message.error_code, "message": message.error_message}

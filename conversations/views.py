@@ -17,6 +17,8 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_http_methods
 
+from attachments.serializers import attachment_dict
+
 from .exceptions import DialogueNotFound, RateLimited
 from .forms import SignUpForm
 from .models import Message
@@ -42,6 +44,15 @@ class LoginView(auth_views.LoginView):
 def favicon(request: HttpRequest) -> HttpResponse:
     """Browsers (and the admin's pages) ask for /favicon.ico: the site's icon."""
     return HttpResponsePermanentRedirect(static("favicon.svg"))
+
+
+def _attach_limits() -> dict[str, int]:
+    """The composer's upload limits (checked again on the server)."""
+    return {
+        "max_file": settings.ATTACHMENT_MAX_FILE_BYTES,
+        "max_message": settings.ATTACHMENT_MAX_MESSAGE_BYTES,
+        "max_count": settings.ATTACHMENT_MAX_PER_MESSAGE,
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -71,7 +82,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def chat(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat.html")
+    return render(request, "chat.html", {"attach_limits": _attach_limits()})
 
 
 @login_required
@@ -91,6 +102,7 @@ def chat_dialogue(request: HttpRequest, dialogue_id: int) -> HttpResponse:
         "dialogue": dialogue,
         "first_paint": [_first_paint(m) for m in messages if not m.replaced],
         "has_more": has_more,
+        "attach_limits": _attach_limits(),
     }
     return render(request, "chat.html", context)
 
@@ -103,4 +115,5 @@ def _first_paint(message: Message) -> dict[str, Any]:
         "assistant": assistant,
         "html": render_markdown(message.content) if assistant else None,
         "images": [image_dict(i) for i in message.images.all()],
+        "attachments": [attachment_dict(a) for a in message.attachments.all()],
     }

@@ -16,7 +16,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q
+
+from attachments.context import (
+    TurnFiles,
+    attachments_for_context,
+    document_texts,
+    has_attachments,
+    merge_contents,
+    picture_urls_for_model,
+    turn_files,
+)
 
 from ..asyncdb import db_async
 from ..catalog import ModelSpec
@@ -80,6 +91,11 @@ class _Turn:
     content: str
     tokens: int  # framing included
     truncated: bool
+    # Attachments: document blocks in `content`, pictures as parts (attachments/).
+    files: TurnFiles | None = None
+
+    def payload(self, urls: dict[int, str]) -> str | list[dict[str, Any]]:
+        return self.files.content(urls) if self.files else self.content
 
 
 @dataclass
@@ -113,36 +129,65 @@ def _summary_message(summary: str) -> dict[str, str]:
 
 
 def _turn(
-    row: tuple[int, str, str], cap: int, model: str, counter: TokenCounter
+    row: tuple[int, str, str],
+    cap: int,
+    model: str,
+    counter: TokenCounter,
+    attached: list[Any] | None = None,
+    vision: bool = False,
 ) -> _Turn:
     pk, role, content = row
     overhead = counter.per_message
+    # With attachments the text may take half the message's share, they the rest.
+    text_cap = cap // 2 if attached else cap
     tokens = overhead + counter.count(content)
     truncated = False
-    if tokens > cap:
+    if tokens > text_cap:
         content, _ = counter_truncate(
-            content, max(cap - overhead, 32), model=model, counter=counter
+            content, max(text_cap - overhead, 32), model=model, counter=counter
         )
         tokens = overhead + counter.count(content)
         truncated = True
-    return _Turn(pk, role, content, tokens, truncated)
+    if not attached:
+        return _Turn(pk, role, content, tokens, truncated)
+    files = turn_files(
+        text=content,
+        attachments=attached,
+        texts=document_texts(attachments=attached),
+        cap=cap - overhead,
+        count=counter.count,
+        vision=vision,
+    )
+    return _Turn(
+        pk,
+        role,
+        files.text,
+        overhead + files.tokens,
+        truncated or bool(files.notes),
+        files,
+    )
 
 
 def _eligible(dialogue: Dialogue, upto_message_id: int | None) -> Any:
     qs = Message.objects.filter(
         dialogue_id=dialogue.pk, replaced=False, status__in=INCLUDED_STATUSES
-    ).exclude(content="")
+    ).exclude(Q(content="") & ~has_attachments())
     if upto_message_id is not None:
         qs = qs.filter(id__lte=upto_message_id)
     return qs
 
 
 def _newest_first(qs: Any, below: int | None) -> Any:
-    """Rows (id, role, content) newest first, below the id `below`, in growing chunks."""
+    """Rows (id, role, content, has attachments) newest first, below the id `below`,
+    in growing chunks."""
     size = FIRST_CHUNK
     while True:
         page_qs = qs if below is None else qs.filter(id__lt=below)
-        rows = list(page_qs.order_by("-id").values_list("id", "role", "content")[:size])
+        rows = list(
+            page_qs.order_by("-id")
+            .annotate(attached=has_attachments())
+            .values_list("id", "role", "content", "attached")[:size]
+        )
         yield from rows
         if len(rows) < size:
             return
@@ -207,7 +252,12 @@ def _plan(
     exhausted = True
     for row in _newest_first(candidates, None):
         seen += 1
-        turn = _turn(row, cap, model, counter)
+        files = (
+            attachments_for_context(message_ids=[row[0]]).get(row[0])
+            if row[3]
+            else None
+        )
+        turn = _turn(row[:3], cap, model, counter, files, spec.vision)
         if not overflow:
             if used + turn.tokens <= room or not window:
                 window.append(turn)
@@ -251,7 +301,9 @@ def _plan(
     )
 
 
-def _alternating(turns: list[_Turn]) -> list[dict[str, Any]]:
+def _alternating(
+    turns: list[_Turn], urls: dict[int, str] | None = None
+) -> list[dict[str, Any]]:
     """Oldest first, shaped for the strictest chat templates (Gemma, Mistral, Llama 2
     raise on anything else): starting with `user`, strictly alternating.
 
@@ -264,10 +316,11 @@ def _alternating(turns: list[_Turn]) -> list[dict[str, Any]]:
     for turn in turns:
         if not shaped and turn.role != Message.Role.USER:
             continue  # the window may open on a reply whose question fell out
+        content = turn.payload(urls or {})
         if shaped and shaped[-1]["role"] == turn.role:
-            shaped[-1]["content"] += "\n\n" + turn.content
+            shaped[-1]["content"] = merge_contents(shaped[-1]["content"], content)
         else:
-            shaped.append({"role": turn.role, "content": turn.content})
+            shaped.append({"role": turn.role, "content": content})
     return shaped
 
 
@@ -286,12 +339,13 @@ def _result(
     *,
     summary_failed: bool = False,
     summary_refreshed: bool = False,
+    urls: dict[int, str] | None = None,
 ) -> ContextResult:
     messages = _system_message(plan, summary)
     summary_tokens = 0
     if summary:
         summary_tokens = counter_message(_summary_message(summary), plan.counter)
-    messages.extend(_alternating(list(reversed(turns))))
+    messages.extend(_alternating(list(reversed(turns)), urls))
     used = (
         plan.system_tokens
         + summary_tokens
@@ -314,6 +368,7 @@ def _result(
         # "server": counted with the model's own tokenizer; "estimate": tiktoken
         # scaled by a factor the server's reported usage corrects.
         "tokenizer": "server" if plan.counter.exact else "estimate",
+        "truncated_attachments": [n for t in turns if t.files for n in t.files.notes],
     }
     return ContextResult(messages=messages, report=report)
 
@@ -416,10 +471,11 @@ async def _build(
     budget: int | None,
 ) -> ContextResult:
     plan = await db_async(_plan)(dialogue, model, upto_message_id, llm, budget)
+    urls = await _picture_urls(plan.window)
     if not plan.overflow:
-        return _result(plan, plan.window, plan.summary)
+        return _result(plan, plan.window, plan.summary, urls=urls)
     if not plan.to_summarise:
-        return _result(plan, plan.window, plan.summary)
+        return _result(plan, plan.window, plan.summary, urls=urls)
     kept = plan.window[: plan.keep]
     request, reserve = _summary_request(plan)
     try:
@@ -436,14 +492,23 @@ async def _build(
             dialogue.pk,
             exc_info=True,
         )
-        return _result(plan, plan.window, plan.summary, summary_failed=True)
+        return _result(plan, plan.window, plan.summary, summary_failed=True, urls=urls)
     summary, _ = counter_truncate(
         summary, reserve, model=model.name, counter=plan.counter
     )
     await db_async(_save_checkpoint)(
         dialogue, summary, plan.to_summarise[0].id, model.name
     )
-    return _result(plan, kept, summary, summary_refreshed=True)
+    return _result(plan, kept, summary, summary_refreshed=True, urls=urls)
+
+
+async def _picture_urls(turns: list[_Turn]) -> dict[int, str]:
+    """Data or presigned URLs of the pictures in `turns`: storage reads, kept off the
+    database threads."""
+    pictures = [p for t in turns if t.files for p in t.files.pictures]
+    if not pictures:
+        return {}
+    return await sync_to_async(picture_urls_for_model, thread_sensitive=False)(pictures)
 
 
 def context_report_for_dialogue(

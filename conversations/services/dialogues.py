@@ -133,14 +133,16 @@ def dialogue_update(*, dialogue: Dialogue, **fields: Any) -> Dialogue:
 
 
 def dialogue_delete(*, dialogue: Dialogue) -> None:
-    """Delete the dialogue, its messages and their image files; tabs get
-    `dialogue.deleted`."""
+    """Delete the dialogue, its messages and their image and attachment files; tabs
+    get `dialogue.deleted`."""
+    from attachments.services import attachments_delete_for_dialogue
     from imaging.services import images_delete_for_dialogue
 
     dialogue_id = dialogue.pk
     with transaction.atomic():
         # Reads the file keys now, removes the files once the delete has committed.
         images_delete_for_dialogue(dialogue=dialogue)
+        attachments_delete_for_dialogue(dialogue=dialogue)
         dialogue.delete()
         _broadcast(dialogue_id, {"type": "dialogue.deleted", "dialogue": dialogue_id})
 

@@ -32,6 +32,8 @@ from typing import IO, Any
 from django.core.files.storage import default_storage
 from django.urls import NoReverseMatch, reverse
 
+from attachments.selectors import attachments_prefetch
+
 from ..models import Dialogue, Message
 from ..serializers import dialogue_dict, iso, message_dict
 
@@ -55,6 +57,7 @@ CSV_COLUMNS = [
     "replaced",
     "flagged",
     "images",
+    "attachments",
     "content",
 ]
 # Spreadsheets run cells starting with these as formulas (CSV injection).
@@ -72,7 +75,7 @@ def _messages(dialogue_ids: list[int]) -> Iterator[Message]:
     return (
         Message.objects.filter(dialogue_id__in=dialogue_ids)
         .order_by("dialogue_id", "id")
-        .prefetch_related("images")
+        .prefetch_related("images", attachments_prefetch())
         .iterator(chunk_size=CHUNK)
     )
 
@@ -114,6 +117,7 @@ def dialogues_export_csv(*, dialogues: Iterable[Dialogue]) -> bytes:
     for m in _messages(list(rows)):
         d = rows[m.dialogue_id]
         images = " ".join(str(i.pk) for i in m.images.all())
+        attachments = " ".join(a.name for a in m.attachments.all())
         writer.writerow(
             [
                 _cell(v)
@@ -131,6 +135,7 @@ def dialogues_export_csv(*, dialogues: Iterable[Dialogue]) -> bytes:
                     int(m.replaced),
                     int(m.flagged),
                     images,
+                    attachments,
                     m.content,
                 )
             ]
@@ -150,11 +155,21 @@ def _image_url(image: Any) -> str | None:
         return f"/images/{image.pk}/"
 
 
+def _attachment_link(attachment: Any) -> str:
+    """A picture inline, a document as a link, both to the access-checked view (the
+    files stay private: a bundle does not carry them)."""
+    url = reverse("attachment-file", args=[attachment.pk])
+    name = " ".join(attachment.name.split()).replace("]", ")").replace("[", "(")
+    if attachment.kind == "image":
+        return f"![{name}]({url})"
+    return f"📎 [{name}]({url}) ({attachment.content_type}, {attachment.size} bytes)"
+
+
 def _export_messages(dialogue: Dialogue) -> Any:
     return (
         Message.objects.filter(dialogue_id=dialogue.pk)
         .order_by("id")
-        .prefetch_related("images")
+        .prefetch_related("images", attachments_prefetch())
         .iterator(chunk_size=OWNER_EXPORT_CHUNK)
     )
 
@@ -202,6 +217,8 @@ def dialogue_export_markdown(
         out += [f"### {label} · {' · '.join(n for n in notes if n)}", ""]
         if message.content:
             out += [_fence_safe(message.content)]
+        for attachment in message.attachments.all():
+            out += [_attachment_link(attachment), ""]
         for image in message.images.all():
             url = (
                 image_paths.get(image.pk)

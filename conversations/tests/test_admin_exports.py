@@ -103,10 +103,10 @@ def test_exports_cost_a_fixed_number_of_queries(user, django_assert_max_num_quer
         for k in range(10)
     )
 
-    # dialogues, messages, their images
-    with django_assert_max_num_queries(3):
+    # dialogues, messages, their images, their attachments
+    with django_assert_max_num_queries(4):
         body = dialogues_export_csv(dialogues=dialogues)
-    with django_assert_max_num_queries(3):
+    with django_assert_max_num_queries(4):
         dialogues_export_json(dialogues=dialogues)
 
     assert len(_csv_rows(body)) == 500

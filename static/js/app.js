@@ -2,6 +2,7 @@
 // frames (shared/protocol.md) to it and renders the open dialogue. Only a streaming
 // reply re-renders, at most once per animation frame.
 import { ApiError, api } from "./api.js";
+import { Attachments } from "./attachments.js";
 import { firstPaintTitle, showsFirstPaint } from "./firstpaint.js";
 import { ImportDialog } from "./import.js";
 import { _, fmt, longTime } from "./i18n.js";
@@ -28,6 +29,8 @@ const titleEl = document.getElementById("dialogue-title");
 const announcer = document.getElementById("announcer");
 const alertsEl = document.getElementById("composer-alerts");
 const connEl = document.getElementById("conn-state");
+const fileInput = document.getElementById("file-input");
+const filesEl = document.getElementById("composer-files");
 
 const socket = new ChatSocket(root.dataset.wsPath);
 const outbox = new Outbox();
@@ -39,6 +42,8 @@ let current = null; // the open dialogue's id as a string, null for a new one
 let follow = true; // keep the newest text in view
 let editing = null; // the user message being edited
 let openStartedAt = null;
+let editingAttachments = []; // the files of the message being edited (kept by the edit)
+let waitingForUploads = false;
 
 /** Ids travel as JSON integers or UUID strings; the URL and the DOM hold strings. */
 function wireId(id) {
@@ -428,10 +433,13 @@ const handlers = {
         const view = views.get(`c:${entry.client_id}`);
         if (view) view.el.remove();
         views.delete(`c:${entry.client_id}`);
-        if (!input.value.trim()) {
+        if (!input.value.trim() && attachments.isEmpty) {
           input.value = entry.content;
           autosize();
-          if (entry.type === "message.edit") setEditing(entry.edits);
+          const carried = editingAttachmentIds(entry);
+          const files = entry.attachments || [];
+          if (entry.type === "message.edit") setEditing(entry.edits, files.filter((a) => carried.has(a.id)));
+          attachments.restore(files.filter((a) => !carried.has(a.id)));
         }
         emptyEl.classList.toggle("d-none", c.messages.length > 0);
         refreshActions(); // the last turn is the one before the refused send again
@@ -516,6 +524,7 @@ function announce(text) {
 function frameOf(entry) {
   const frame = { type: entry.type, dialogue: entry.dialogue, content: entry.content, client_id: entry.client_id };
   if (entry.model) frame.model = entry.model;
+  if (entry.attachments && entry.attachments.length) frame.attachments = entry.attachments.map((a) => a.id);
   return frame;
 }
 
@@ -529,11 +538,12 @@ function pendingMessage(entry) {
     client_id: entry.client_id,
     created_at: entry.created_at,
     images: [],
+    attachments: entry.attachments || [],
     pending: socket.isOpen ? "sent" : "queued",
   };
 }
 
-function send(content) {
+function send(content, files = []) {
   const c = conv(current);
   if (streamingMessage(c)) {
     showAlert("warning", _("A reply is still being written. Stop it or wait for it to finish."));
@@ -547,6 +557,8 @@ function send(content) {
     created_at: new Date().toISOString(),
   };
   if (editing) entry.edits = editing;
+  const carried = editing ? [...editingAttachments, ...files] : files;
+  if (carried.length) entry.attachments = carried;
   if (!current) {
     const model = settings.draftModel();
     if (model) entry.model = model;
@@ -597,8 +609,9 @@ function regenerate() {
   }
 }
 
-function setEditing(messageId) {
+function setEditing(messageId, files = []) {
   editing = messageId;
+  editingAttachments = messageId ? files : [];
   document.getElementById("composer-editing").classList.toggle("d-none", !messageId);
 }
 
@@ -713,14 +726,86 @@ input.addEventListener("keydown", (e) => {
     composer.requestSubmit();
   }
 });
-composer.addEventListener("submit", (e) => {
+composer.addEventListener("submit", async (e) => {
   e.preventDefault();
+  if (!input.value.trim() && attachments.isEmpty && !editingAttachments.length) return;
+  if (attachments.uploading) {
+    // The message goes once every upload has finished.
+    if (waitingForUploads) return;
+    waitingForUploads = true;
+    composer.dataset.waiting = "true";
+    sendButton.disabled = true;
+    announce(_("The message will be sent when the uploads finish."));
+    await attachments.settled();
+    waitingForUploads = false;
+    delete composer.dataset.waiting;
+    sendButton.disabled = false;
+  }
+  if (attachments.failed.length) {
+    showAlert("warning", _("A file could not be uploaded (the reason is on it). Remove it, then send again."), {
+      id: "upload",
+    });
+    return;
+  }
   const content = input.value.trim();
-  if (!content) return;
-  if (send(content)) {
+  const files = attachments.done();
+  if (!content && !files.length && !editingAttachments.length) return;
+  if (send(content, files)) {
     input.value = "";
     autosize();
+    attachments.clear();
   }
+});
+
+// --- Attachments ------------------------------------------------------------------------
+
+const attachments = new Attachments({
+  root,
+  box: filesEl,
+  onChange: ({ alert }) => {
+    if (alert) showAlert("warning", alert, { id: "files" });
+  },
+});
+
+/** Ids of the files an edit carries over from the edited message. */
+function editingAttachmentIds(entry) {
+  if (entry.type !== "message.edit") return new Set();
+  const edited = conv(entry.dialogue).messages.find((m) => m.id === entry.edits);
+  return new Set(((edited && edited.attachments) || []).map((a) => a.id));
+}
+
+document.getElementById("attach-button").addEventListener("click", () => fileInput.click());
+fileInput.addEventListener("change", () => {
+  attachments.add([...fileInput.files]);
+  fileInput.value = "";
+  input.focus();
+});
+filesEl.addEventListener("click", (e) => {
+  const button = e.target.closest("[data-action=remove-file]");
+  if (button) attachments.remove(button.closest(".file-chip").dataset.key);
+});
+input.addEventListener("paste", (e) => {
+  const files = [...((e.clipboardData && e.clipboardData.files) || [])];
+  if (!files.length) return;
+  // A copied picture often comes with its text or HTML; the text still pastes.
+  if (!e.clipboardData.types.includes("text/plain")) e.preventDefault();
+  attachments.add(files);
+});
+const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+document.addEventListener("dragover", (e) => {
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  e.dataTransfer.dropEffect = "copy";
+  document.body.classList.add("drop-active");
+});
+document.addEventListener("dragleave", (e) => {
+  if (e.relatedTarget === null) document.body.classList.remove("drop-active");
+});
+document.addEventListener("drop", (e) => {
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  document.body.classList.remove("drop-active");
+  attachments.add([...e.dataTransfer.files]);
 });
 stopButton.addEventListener("click", () => stopReply());
 document.getElementById("cancel-edit").addEventListener("click", () => {
@@ -774,7 +859,7 @@ listEl.addEventListener("click", async (e) => {
   } else if (action === "report" && m) {
     reports.open(m);
   } else if (action === "edit" && m) {
-    setEditing(m.id);
+    setEditing(m.id, m.attachments || []);
     input.value = m.content;
     autosize();
     input.focus();

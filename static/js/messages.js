@@ -1,6 +1,7 @@
 // One message on screen: an <article> cloned from #tpl-message and kept in sync with
 // its protocol object. Assistant text goes through StreamRenderer; user text is
 // shown as typed (plain text, never HTML).
+import { renderMessageAttachments } from "./attachments.js";
 import { _, longTime, shortTime } from "./i18n.js";
 import { StreamRenderer } from "./markdown.js";
 import { applyReportState } from "./report.js";
@@ -64,6 +65,7 @@ export class MessageView {
       this.body.textContent = message.content;
     }
     this.renderImages(message.images || []);
+    this.renderAttachments(message.attachments || []);
     applyReportState(el, message);
     this.renderBranches(message);
   }
@@ -84,6 +86,13 @@ export class MessageView {
   /** Render the assistant text now (called at most once per animation frame). */
   paint(message) {
     this.renderer.update(message.content, { final: message.status !== "streaming" });
+  }
+
+  renderAttachments(attachments) {
+    const key = attachments.map((a) => a.id).join("|");
+    if (key === this.attachmentsKey) return;
+    this.attachmentsKey = key;
+    renderMessageAttachments(this.el.querySelector(".msg-attachments"), attachments);
   }
 
   renderImages(images) {

@@ -29,6 +29,7 @@ from .behaviour import (
 )
 from .images import render_png
 from .pacing import Lateness, Pacer
+from .vision import describe, received
 
 Responder = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -147,6 +148,16 @@ class FakeOpenAI:
     def chat_requests(self) -> list[dict[str, Any]]:
         """Bodies of the chat completion requests, in order."""
         return [r["body"] for r in self.requests if r["path"].endswith("/completions")]
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """Per chat request, in order: the pictures and attachment blocks of its last
+        user message (`vision.received`)."""
+        return [
+            r.get("received", {"pictures": [], "documents": []})
+            for r in self.requests
+            if r["path"].endswith("/completions")
+        ]
 
     @property
     def request_count(self) -> int:
@@ -327,9 +338,21 @@ class FakeOpenAI:
             self._request_count += 1
             if self.record:
                 self._requests.append(
-                    {"path": path, "body": body, "time": time.monotonic()}
+                    {
+                        "path": path,
+                        "body": body,
+                        "time": time.monotonic(),
+                        "index": index,
+                    }
                 )
         return index
+
+    def _note_received(self, index: int, found: dict[str, Any]) -> None:
+        with self._lock:
+            for request in reversed(self._requests):
+                if request.get("index") == index:
+                    request["received"] = found
+                    return
 
     def _record_closed_early(self, index: int, active: _Active | None) -> None:
         if self._stopping or (active is not None and (active.dropped or active.reset)):
@@ -397,6 +420,11 @@ class FakeOpenAI:
             return _json_error(fault.status)
 
         messages = body.get("messages") or []
+        found = await received(messages)
+        self._note_received(index, found)
+        said = describe(found)
+        if said is not None and behaviour["text"] is None and not behaviour["echo"]:
+            behaviour["text"] = said
         tool = behaviour["tool_call"]
         if tool and tool_answered(messages):
             tool = None
