@@ -1,6 +1,10 @@
-"""Upload (POST /attachments/) and the one door to attachment files.
+"""Upload (PUT or POST /attachments/) and the one door to attachment files.
 
 The upload is multipart with Django's CSRF check, streamed through temporary files.
+The page uses PUT: under daphne, Twisted itself parses every multipart POST body in
+memory with the `email` package before Django sees it (about ten times the body's
+size at its peak: bench/results/upload_throughput.md); it leaves other methods
+alone, and Django's MultiPartParser then streams the body through the handlers.
 The file view lets the owner through, and staff holding the review permission
 (audited like a transcript view); to anyone else, anonymous visitors included, an
 attachment is as missing as one that never existed (404).
@@ -22,6 +26,7 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.cache import patch_cache_control
@@ -72,10 +77,10 @@ def _protected(request: HttpRequest) -> HttpResponse:  # the view the check guar
 
 @csrf_exempt  # checked in the view, once the upload handlers are set
 def attachment_collection(request: HttpRequest) -> HttpResponseBase:
-    if request.method != "POST":
+    if request.method not in ("PUT", "POST"):
         response = _error("bad_request", f"{request.method} is not allowed here.")
         response.status_code = 405
-        response["Allow"] = "POST"
+        response["Allow"] = "PUT, POST"
         return response
     if not request.user.is_authenticated:
         return JsonResponse(
@@ -97,7 +102,11 @@ def attachment_collection(request: HttpRequest) -> HttpResponseBase:
             },
             status=403,
         )
-    upload = request.FILES.get("file")  # parses the body, if the check did not
+    try:
+        fields, files = _parse(request)  # the body, if the check did not read it
+    except MultiPartParserError:
+        return _error("bad_request", "The upload is not valid multipart/form-data.")
+    upload = files.get("file")
     if handler.exceeded:
         return _too_large(handler.received)
     if upload is None:
@@ -106,7 +115,7 @@ def attachment_collection(request: HttpRequest) -> HttpResponseBase:
         attachment = attachment_upload(
             user=request.user,
             file=upload.file,
-            name=request.POST.get("name") or upload.name or "",
+            name=fields.get("name") or upload.name or "",
             size=upload.size,
         )
     except (AttachmentRefused, AttachmentNotFound) as exc:
@@ -114,6 +123,17 @@ def attachment_collection(request: HttpRequest) -> HttpResponseBase:
     finally:
         upload.close()  # the temporary file goes now
     return JsonResponse({"attachment": attachment_dict(attachment)}, status=201)
+
+
+def _parse(request: HttpRequest) -> tuple[Any, Any]:
+    """(form fields, files) of a multipart POST or PUT, through the upload handlers."""
+    if request.method == "POST":
+        return request.POST, request.FILES
+    if not request.content_type.startswith("multipart/form-data"):
+        raise MultiPartParserError("not multipart")
+    return MultiPartParser(
+        request.META, request, request.upload_handlers, request.encoding
+    ).parse()
 
 
 def _too_large(size: int) -> JsonResponse:

@@ -67,7 +67,8 @@ http {{
 
     server {{
         listen 127.0.0.1:{port};
-        client_max_body_size 20m;
+        # Attachments: ATTACHMENT_MAX_FILE_BYTES (20 MB) plus the multipart framing.
+        client_max_body_size 21m;
 
         location / {{
             proxy_pass http://chatsite;

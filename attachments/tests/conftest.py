@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import reverse
 
 # Storage on local media or a real S3 server (moto), shared with the imaging tests.
@@ -18,9 +19,17 @@ from imaging.tests.conftest import (  # noqa: F401
 )
 
 
-def upload(client: Client, data: bytes, name: str):
-    """POST one file to the upload view as a browser form would."""
-    return client.post(reverse("attachments"), {"file": SimpleUploadedFile(name, data)})
+def upload(client: Client, data: bytes, name: str, *, method: str = "put", **extra):
+    """Send one file to the upload view as the page does (multipart PUT)."""
+    form = {"file": SimpleUploadedFile(name, data)}
+    if method == "post":
+        return client.post(reverse("attachments"), form, **extra)
+    return client.put(
+        reverse("attachments"),
+        encode_multipart(BOUNDARY, form),
+        content_type=MULTIPART_CONTENT,
+        **extra,
+    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 from PIL import Image
@@ -163,12 +162,13 @@ def test_a_damaged_pdf_is_refused(local_storage, owner_client):
     assert "could not be read" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("method", ["put", "post"])
 def test_a_file_over_the_per_file_limit_is_refused_and_not_stored(
-    settings, local_storage, owner_client
+    settings, local_storage, owner_client, method
 ):
     settings.ATTACHMENT_MAX_FILE_BYTES = 1000
 
-    response = upload(owner_client, b"x" * 5000, "big.txt")
+    response = upload(owner_client, b"x" * 5000, "big.txt", method=method)
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
@@ -208,9 +208,10 @@ def test_an_upload_without_the_csrf_token_is_refused(local_storage, user):
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
 
-    response = upload(client, b"hello", "a.txt")
+    put = upload(client, b"hello", "a.txt")
+    post = upload(client, b"hello", "a.txt", method="post")
 
-    assert response.status_code == 403
+    assert put.status_code == post.status_code == 403
     assert local_storage.keys() == []
 
 
@@ -220,13 +221,21 @@ def test_an_upload_with_the_csrf_token_is_accepted(local_storage, user):
     client.get(reverse("chat"))  # sets the csrftoken cookie
     token = client.cookies["csrftoken"].value
 
-    response = client.post(
-        reverse("attachments"),
-        {"file": SimpleUploadedFile("a.txt", b"hello")},
-        headers={"X-CSRFToken": token},
+    put = upload(client, b"hello", "a.txt", headers={"X-CSRFToken": token})
+    post = upload(
+        client, b"hello", "b.txt", method="post", headers={"X-CSRFToken": token}
     )
 
-    assert response.status_code == 201
+    assert put.status_code == post.status_code == 201
+
+
+def test_a_body_that_is_not_multipart_is_refused(local_storage, owner_client):
+    response = owner_client.put(
+        reverse("attachments"), b"raw bytes", content_type="application/octet-stream"
+    )
+
+    assert response.status_code == 400
+    assert local_storage.keys() == []
 
 
 def test_anonymous_uploads_are_refused(local_storage, client):
@@ -262,3 +271,17 @@ def test_unsent_uploads_are_purged_after_a_day(local_storage, owner_client):
 
     assert (kept, purged) == (0, 1)
     assert local_storage.keys() == []
+
+
+def test_the_purge_command_reports_what_it_deleted(local_storage, owner_client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    upload(owner_client, b"fresh", "a.txt")
+    out = StringIO()
+
+    call_command("purge_attachments", "--hours", "24", stdout=out)
+
+    assert "deleted 0 unsent upload(s)" in out.getvalue()
+    assert len(local_storage.keys()) == 1

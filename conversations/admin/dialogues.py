@@ -19,6 +19,8 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
 
+from attachments.selectors import attachments_prefetch
+
 from ..models import Dialogue, Flag, Message
 from ..rendering import render_markdown
 from ..services.exports import dialogues_export_csv, dialogues_export_json
@@ -48,7 +50,16 @@ class TranscriptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-    fields = ("created_at", "role", "status", "text", "images", "tokens", "review")
+    fields = (
+        "created_at",
+        "role",
+        "status",
+        "text",
+        "attachments",
+        "images",
+        "tokens",
+        "review",
+    )
     readonly_fields = fields
 
     def has_view_permission(self, request, obj=None) -> bool:
@@ -69,7 +80,7 @@ class TranscriptInline(admin.TabularInline):
         return (
             super()
             .get_queryset(request)
-            .prefetch_related("images")
+            .prefetch_related("images", attachments_prefetch())
             .annotate(question_replaced=Subquery(asked.values("replaced")[:1]))
             .order_by("id")
         )
@@ -97,6 +108,35 @@ class TranscriptInline(admin.TabularInline):
             )
             html = format_html("<p><em>{}</em></p>{}", note, html)
         return html
+
+    @admin.display(description="attachments")
+    def attachments(self, obj: Message) -> str:
+        """Pictures as thumbnails, documents as links; each opening is audited."""
+        pictures = format_html_join(
+            " ",
+            '<a href="{0}" target="_blank" rel="noopener"><img src="{0}" alt="{1}" '
+            'title="{1}" width="96" loading="lazy"></a>',
+            (
+                (reverse("attachment-file", args=[a.pk]), a.name)
+                for a in obj.attachments.all()
+                if a.kind == "image"
+            ),
+        )
+        documents = format_html_join(
+            "",
+            '<br><a href="{}" target="_blank" rel="noopener">📄 {}</a> ({}, {} bytes)',
+            (
+                (
+                    reverse("attachment-file", args=[a.pk]),
+                    a.name,
+                    a.content_type,
+                    a.size,
+                )
+                for a in obj.attachments.all()
+                if a.kind != "image"
+            ),
+        )
+        return format_html("{}{}", pictures, documents)
 
     @admin.display(description="images")
     def images(self, obj: Message) -> str:
