@@ -320,3 +320,29 @@ def attachments_purge_unsent(
             ).delete()
         attachment_delete_files(keys=[key for _, key in batch])
         deleted += len(batch)
+
+
+def attachments_check_model(*, attachments: Sequence[Attachment], spec: Any) -> None:
+    """Refuse pictures for a model that cannot see them, before anything is stored
+    or asked: the user learns it at once, with the models that could."""
+    if spec.vision or not any(a.kind == Attachment.Kind.IMAGE for a in attachments):
+        return
+    from conversations.catalog import chat_models
+
+    able = [m.name for m in chat_models() if m.vision]
+    hint = (
+        f" Pick a model that can ({', '.join(able)}) or remove the picture."
+        if able
+        else " Remove the picture, or ask an operator for a vision model."
+    )
+    raise AttachmentRefused(
+        "bad_request", f"The model {spec.name} cannot see pictures.{hint}"
+    )
+
+
+def attachment_ids_of(*, message: Any) -> list[int]:
+    return list(
+        Attachment.objects.filter(message=message)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )

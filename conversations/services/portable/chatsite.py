@@ -18,6 +18,8 @@ from typing import Any
 
 from django.core.files.storage import default_storage
 
+from attachments.selectors import attachments_prefetch
+
 from ...models import Dialogue, Message
 from ...serializers import iso
 from ...tree_rule import linear_parents
@@ -75,7 +77,7 @@ def dialogue_export_portable(*, dialogue: Dialogue) -> str:
     rows = (
         Message.objects.filter(dialogue_id=dialogue.pk)
         .order_by("id")
-        .prefetch_related("images")
+        .prefetch_related("images", attachments_prefetch())
         .iterator(chunk_size=EXPORT_CHUNK)
     )
     for n, m in enumerate(rows, 1):
@@ -106,6 +108,19 @@ def dialogue_export_portable(*, dialogue: Dialogue) -> str:
                 "replaced": m.replaced,
                 "cut_off": m.cut_off,
                 "images": [_image_out(i) for i in m.images.all()],
+                # What was attached, described (the files stay private; import
+                # skips these).
+                "attachments": [
+                    {
+                        "name": a.name,
+                        "kind": a.kind,
+                        "content_type": a.content_type,
+                        "size": a.size,
+                        "width": a.width,
+                        "height": a.height,
+                    }
+                    for a in m.attachments.all()
+                ],
             }
         )
     data = {
