@@ -607,8 +607,8 @@ def test_models_lists_the_configured_models(api, fake_openai):
     body = api.get("/api/models/").json()
     assert body == {
         "models": [
-            {"name": "fake-model", "context_tokens": 8192},
-            {"name": "fake-small", "context_tokens": 2048},
+            {"name": "fake-model", "context_tokens": 8192, "vision": False},
+            {"name": "fake-small", "context_tokens": 2048, "vision": False},
         ],
         "default": "fake-model",
         "demo": False,

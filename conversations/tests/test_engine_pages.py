@@ -31,7 +31,8 @@ def test_opening_a_dialogue_costs_the_same_queries_whatever_its_length(
 ):
     dialogue = DialogueFactory(owner=user)
     fill(dialogue, count)
-    with django_assert_num_queries(4):  # dialogue, page, its images, its siblings
+    # dialogue, page, its images, its attachments, its siblings
+    with django_assert_num_queries(5):
         found = selectors.dialogue_get_for_user(dialogue_id=dialogue.pk, user=user)
         page, has_more = selectors.message_page(dialogue=found)
     assert len(page) == min(count, 50)

@@ -156,7 +156,7 @@ def test_a_1000_message_dialogue_renders_its_newest_page_in_few_queries(
     client.force_login(user)
 
     # when the page is opened, the queries stay few whatever the length
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(7):
         response = client.get(reverse("chat-dialogue", args=[dialogue.pk]))
 
     # then the newest page is painted, oldest first, and the rest is left to paging
