@@ -212,6 +212,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def on_message_send(self, data: dict[str, Any], **options: Any) -> None:
+        if not options.get("force_image"):
+            options["attachments"] = p.optional_ids(data, "attachments")
         turn = await messaging.message_send(
             user=self.scope["user"],
             dialogue_id=p.dialogue_id(data, nullable=not options.get("replace_last")),

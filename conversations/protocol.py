@@ -94,6 +94,16 @@ def optional_str(data: dict[str, Any], name: str) -> str | None:
     return value or None
 
 
+def optional_ids(data: dict[str, Any], name: str) -> list[int] | None:
+    """A list of ids (attachments), or None when the field is absent or null."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(_is_int(v) and v > 0 for v in value):
+        raise BadRequest(f"`{name}` must be a list of ids (integers).")
+    return value
+
+
 def optional_seq(data: dict[str, Any]) -> int | None:
     value = data.get("seq")
     if value is None:

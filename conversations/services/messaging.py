@@ -13,13 +13,19 @@ import logging
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from attachments.services import (
+    attachment_ids_of,
+    attachments_attach,
+    attachments_check_model,
+    attachments_for_send,
+)
 from imaging.services import (
     image_create_pending,
     image_prompt_from_text,
@@ -97,15 +103,17 @@ class Turn:
     image: Any = None
     created_dialogue: bool = False
     duplicate: bool = False
+    # The files the user message carries (attachments/), as stored.
+    attachments: list[Any] = field(default_factory=list)
 
 
-def _check_length(content: str) -> None:
+def _check_length(content: str, *, files: bool = False) -> None:
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise TooLong(
             f"The message is {len(content):,} characters long; the limit is {limit:,}."
         )
-    if not content.strip():
+    if not content.strip() and not files:
         raise BadRequest("The message is empty.")
 
 
@@ -156,10 +164,11 @@ def _store_turn(
     replace_from: int | None = None,
     parent_id: int | None = None,
     quota: dict[str, Any] | None = None,
+    files: list[Any] | None = None,
 ) -> Turn:
     """One transaction: the dialogue (if new), the user message (a child of
     `parent_id`), the pending reply (counted against the day's quota: `quota` is
-    the user's override, if read)."""
+    the user's override, if read), the message's attachments."""
     with transaction.atomic():
         created = dialogue is None
         if dialogue is None:
@@ -186,7 +195,10 @@ def _store_turn(
             new=created,
             quota=quota,
         )
-    return Turn(dialogue, message, reply, picture, created_dialogue=created)
+        stored = attachments_attach(message=message, attachments=files or [])
+    return Turn(
+        dialogue, message, reply, picture, created_dialogue=created, attachments=stored
+    )
 
 
 def _claim(dialogue: Dialogue) -> None:
@@ -283,13 +295,15 @@ async def message_send(
     image_size: str | None = None,
     force_image: bool = False,
     replace_last: bool = False,
+    attachments: list[int] | None = None,
 ) -> Turn:
     """Store a user message (or an image request) and its pending reply.
 
-    A `client_id` already used by this user stores nothing and returns the stored turn
-    with `duplicate=True` (protocol guarantee 4).
+    `attachments`: ids of the user's uploads to send with it; for an edit, None keeps
+    the edited message's files. A `client_id` already used by this user stores nothing
+    and returns the stored turn with `duplicate=True` (protocol guarantee 4).
     """
-    _check_length(content)
+    _check_length(content, files=bool(attachments) or replace_last)
     existing, dialogue, replace_from, parent_id, quota = await db_async(_send_prepare)(
         user=user,
         dialogue_id=dialogue_id,
@@ -307,6 +321,15 @@ async def message_send(
     if force_image:
         content = f"/image {prompt}"
     spec = resolve_model(model or (dialogue.model if dialogue else None))
+    files = await db_async(_send_files)(
+        user=user,
+        ids=attachments,
+        dialogue=dialogue,
+        spec=spec,
+        carry_from=replace_from,
+    )
+    if not content.strip() and not files:
+        raise BadRequest("The message is empty.")
     await _admit(user, quota=False)  # checked by _send_prepare
     try:
         async with _turn_mutex(dialogue.pk if dialogue else None):
@@ -322,6 +345,7 @@ async def message_send(
                 replace_from=replace_from,
                 parent_id=parent_id,
                 quota=quota,
+                files=files,
             )
     except IntegrityError:
         # The same client_id raced in from another socket: the first one won.
@@ -338,6 +362,28 @@ async def message_send(
         )
 
 
+def _send_files(
+    *,
+    user: Any,
+    ids: list[int] | None,
+    dialogue: Dialogue | None,
+    spec: ModelSpec,
+    carry_from: int | None,
+) -> list[Any]:
+    """The attachments a send names, checked (owner, unsent or of this dialogue,
+    per-message limits, pictures only for a vision model). An edit without
+    `attachments` carries the edited message's."""
+    if ids is None and carry_from is not None:
+        ids = attachment_ids_of(message=carry_from)
+    if not ids:
+        return []
+    files = attachments_for_send(
+        user=user, ids=ids, dialogue_id=dialogue.pk if dialogue else None
+    )
+    attachments_check_model(attachments=files, spec=spec)
+    return files
+
+
 @_gated
 async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
     """Answer the last user message again: a sibling of the earlier answers, which
@@ -350,6 +396,10 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
         raise MessageNotFound("There is no message to answer in this dialogue.")
     await _admit(user)
     spec = resolve_model(dialogue.model)
+    # The turn's pictures need a model that sees them (the dialogue's may have changed).
+    await db_async(_send_files)(
+        user=user, ids=None, dialogue=dialogue, spec=spec, carry_from=last.pk
+    )
 
     def store() -> Turn:
         with transaction.atomic():

@@ -51,7 +51,9 @@ async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
             turn.dialogue.pk,
             {
                 "type": "message.created",
-                "message": message_dict(turn.message, images=[]),
+                "message": message_dict(
+                    turn.message, images=[], attachments=turn.attachments
+                ),
             },
         )
     control = ReplyControl()

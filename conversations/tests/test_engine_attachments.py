@@ -52,6 +52,15 @@ def send(
     }
 
 
+def reply_requests(fake) -> list[dict]:
+    """What the fake received per reply (streamed), not per title request."""
+    return [
+        found
+        for found, body in zip(fake.received, fake.chat_requests, strict=True)
+        if body.get("stream")
+    ]
+
+
 async def test_a_message_with_a_picture_and_a_pdf_reaches_the_vision_model(
     user, vision, socket_for
 ):
@@ -77,7 +86,7 @@ async def test_a_message_with_a_picture_and_a_pdf_reaches_the_vision_model(
     assert frames[-1]["message"]["content"] == (
         "I received 1 picture (640x480) and 1 document (q3.pdf)."
     )
-    received = vision.received[-1]
+    received = reply_requests(vision)[-1]
     assert [(p["source"], p["width"], p["height"]) for p in received["pictures"]] == [
         ("data", 640, 480)
     ]
@@ -176,7 +185,7 @@ async def test_regenerate_and_edit_keep_the_turns_files(user, vision, socket_for
         lambda: set(Attachment.objects.values_list("storage_key", flat=True))
     )()
     assert len(keys) == 1  # …sharing the stored file
-    assert [len(r["pictures"]) for r in vision.received] == [1, 1, 1]
+    assert [len(r["pictures"]) for r in reply_requests(vision)] == [1, 1, 1]
 
 
 async def test_a_resend_after_a_reconnect_answers_the_stored_message_with_its_files(
@@ -192,4 +201,4 @@ async def test_a_resend_after_a_reconnect_answers_the_stored_message_with_its_fi
         frames = await ws.until("message.created")
 
     assert [a["name"] for a in frames[-1]["message"]["attachments"]] == ["n.txt"]
-    assert len(vision.chat_requests) == 1
+    assert len(reply_requests(vision)) == 1
