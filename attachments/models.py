@@ -39,11 +39,13 @@ class Attachment(models.Model):
     # A document's text, extracted once at upload (capped: `text_truncated`).
     text = models.TextField(blank=True, default="")
     text_truncated = models.BooleanField(default=False)
+    # Its place among the message's files, as the user listed them.
+    position = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["id"]
+        ordering = ["position", "id"]
         indexes = [
             models.Index(fields=["message", "id"], name="attachment_message_idx"),
             models.Index(

@@ -59,7 +59,7 @@ def attachments_for_messages(
     found: dict[int, list[Attachment]] = {}
     ids = message_ids if isinstance(message_ids, QuerySet) else list(message_ids)
     rows = Attachment.objects.defer("text").filter(message_id__in=ids)
-    for row in rows.order_by("id"):
+    for row in rows.order_by("position", "id"):
         found.setdefault(row.message_id, []).append(row)  # type: ignore[arg-type]
     return found
 

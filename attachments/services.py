@@ -227,12 +227,15 @@ def attachments_attach(
     (an edit keeping its turn's files) are copied, sharing the stored file."""
     if not attachments:
         return []
-    unsent = [a.pk for a in attachments if a.message_id is None]
-    if unsent:
+    unsent = [a for a in attachments if a.message_id is None]
+    now = timezone.now()
+    for position, attachment in enumerate(attachments):
+        attachment.position = position
+    for attachment in unsent:
         moved = Attachment.objects.filter(
-            pk__in=unsent, owner_id=message.user_id, message__isnull=True
-        ).update(message=message, updated_at=timezone.now())
-        if moved != len(unsent):
+            pk=attachment.pk, owner_id=message.user_id, message__isnull=True
+        ).update(message=message, position=attachment.position, updated_at=now)
+        if moved != 1:
             raise AttachmentRefused(
                 "bad_request", "An attachment was already sent with another message."
             )
@@ -256,6 +259,7 @@ def attachments_attach(
             pages=attachment.pages,
             storage_key=attachment.storage_key,
             text_truncated=attachment.text_truncated,
+            position=attachment.position,
         )
         copies.append(copy)
         result.append(copy)
@@ -343,6 +347,6 @@ def attachments_check_model(*, attachments: Sequence[Attachment], spec: Any) -> 
 def attachment_ids_of(*, message: Any) -> list[int]:
     return list(
         Attachment.objects.filter(message=message)
-        .order_by("id")
+        .order_by("position", "id")
         .values_list("id", flat=True)
     )

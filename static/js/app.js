@@ -782,7 +782,9 @@ fileInput.addEventListener("change", () => {
 });
 filesEl.addEventListener("click", (e) => {
   const button = e.target.closest("[data-action=remove-file]");
-  if (button) attachments.remove(button.closest(".file-chip").dataset.key);
+  if (!button) return;
+  attachments.remove(button.closest(".file-chip").dataset.key);
+  input.focus();
 });
 input.addEventListener("paste", (e) => {
   const files = [...((e.clipboardData && e.clipboardData.files) || [])];
