@@ -26,6 +26,7 @@ from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .exceptions import AttachmentRefused
+from .kinds import PICTURE_EXTENSIONS, TEXT_TYPES
 
 CHUNK = 64 * 1024
 PICTURE_FORMATS = {
@@ -35,67 +36,6 @@ PICTURE_FORMATS = {
     "WEBP": "image/webp",
 }
 _PICTURE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-PICTURE_EXTENSIONS = frozenset(
-    {
-        "png",
-        "jpg",
-        "jpeg",
-        "jpe",
-        "gif",
-        "webp",
-        "bmp",
-        "tif",
-        "tiff",
-        "heic",
-        "avif",
-        "svg",
-        "ico",
-    }
-)
-TEXT_TYPES = {
-    "txt": "text/plain",
-    "text": "text/plain",
-    "log": "text/plain",
-    "md": "text/markdown",
-    "markdown": "text/markdown",
-    "csv": "text/csv",
-    "tsv": "text/tab-separated-values",
-    "json": "application/json",
-    "jsonl": "application/jsonl",
-    "py": "text/x-python",
-    "js": "text/javascript",
-    "mjs": "text/javascript",
-    "ts": "text/x-typescript",
-    "tsx": "text/x-typescript",
-    "jsx": "text/javascript",
-    "java": "text/x-java",
-    "kt": "text/x-kotlin",
-    "c": "text/x-c",
-    "h": "text/x-c",
-    "cc": "text/x-c++",
-    "cpp": "text/x-c++",
-    "hpp": "text/x-c++",
-    "cs": "text/x-csharp",
-    "go": "text/x-go",
-    "rs": "text/x-rust",
-    "rb": "text/x-ruby",
-    "php": "text/x-php",
-    "swift": "text/x-swift",
-    "sh": "text/x-shellscript",
-    "bash": "text/x-shellscript",
-    "sql": "text/x-sql",
-    "yaml": "text/yaml",
-    "yml": "text/yaml",
-    "toml": "text/x-toml",
-    "ini": "text/plain",
-    "cfg": "text/plain",
-    "css": "text/css",
-    "r": "text/x-r",
-    "lua": "text/x-lua",
-    "pl": "text/x-perl",
-    "tex": "text/x-tex",
-    "rst": "text/x-rst",
-}
 # Content a browser would run or render as a page; never kept, whatever its name.
 _MARKUP = re.compile(
     rb"^\s*(?:<!doctype\s+html|<html|<head|<body|<script|<svg|<\?xml|<iframe)", re.I

@@ -137,7 +137,7 @@ def _parse(request: HttpRequest) -> tuple[Any, Any]:
 
 
 def _too_large(size: int) -> JsonResponse:
-    from .services import human_size
+    from .quota import human_size
 
     limit = settings.ATTACHMENT_MAX_FILE_BYTES
     return _error(

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from attachments import services
+from attachments import quota, services
 from attachments.exceptions import AttachmentRefused
 from attachments.models import Attachment, UploadDaily
 from attachments.testing import bomb_png, jpeg_with_gps, pdf_bytes, png_bytes
@@ -180,14 +180,14 @@ def test_the_daily_quota_refuses_past_it_and_resets_the_next_day(settings, user)
     settings.ATTACHMENT_DAILY_BYTES = 100
     day = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
 
-    services.upload_quota_reserve(user=user, size=60, now=day)
+    quota.upload_quota_reserve(user=user, size=60, now=day)
     with pytest.raises(AttachmentRefused) as refused:
-        services.upload_quota_reserve(user=user, size=60, now=day)
-    services.upload_quota_reserve(user=user, size=60, now=day + timedelta(hours=2))
+        quota.upload_quota_reserve(user=user, size=60, now=day)
+    quota.upload_quota_reserve(user=user, size=60, now=day + timedelta(hours=2))
 
     assert refused.value.code == "quota_exceeded"
     assert "resets at midnight UTC" in refused.value.message
-    assert services.upload_used_today(user=user, now=day) == 60
+    assert quota.upload_used_today(user=user, now=day) == 60
 
 
 def test_the_upload_view_answers_429_past_the_daily_quota(
