@@ -143,9 +143,10 @@ def attachments_for_send(
     rows = {a.pk: a for a in selectors.attachments_of_user(user=user, ids=ids)}
     for pk in ids:
         row = rows.get(pk)
+        sent_in = row.message.dialogue_id if row and row.message else None
         if row is None or (
             row.message_id is not None
-            and (dialogue_id is None or row.message.dialogue_id != dialogue_id)
+            and (dialogue_id is None or sent_in != dialogue_id)
         ):
             raise AttachmentNotFound(
                 "An attachment of this message no longer exists. Remove it and "
