@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from attachments.services import attachment_upload, attachments_attach
 from attachments.testing import png_bytes
-from conversations.services.dialogues import (
+from conversations.services.exports import (
     dialogue_export_json,
     dialogue_export_markdown,
 )
