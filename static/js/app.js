@@ -644,6 +644,13 @@ function showAlert(kind, text, { countdown = 0, id = null } = {}) {
   return el;
 }
 
+/** The server's words when they are in the page's language (English, or translated
+ * by the server), else the page's own translated text for the same refusal. */
+function serverText(message, fallback) {
+  const english = (document.documentElement.lang || "en").startsWith("en");
+  return message && (english || /[^\x00-\x7f]/.test(message)) ? message : fallback;
+}
+
 function showFrameError(frame) {
   const code = frame.code;
   if (code === "rate_limited") {
@@ -652,7 +659,7 @@ function showFrameError(frame) {
       id: "rate",
     });
   } else if (code === "quota_exceeded") {
-    const el = showAlert("warning", frame.message || _("You have reached your daily quota."), { id: "quota" });
+    const el = showAlert("warning", serverText(frame.message, _("You have reached your daily quota.")), { id: "quota" });
     import("./api.js")
       .then(({ api }) => api("GET", "/api/usage/"))
       .then((usage) => {
@@ -664,11 +671,11 @@ function showFrameError(frame) {
   } else if (code === "busy") {
     showAlert("warning", _("A reply is still being written in this dialogue."), { id: "busy" });
   } else if (code === "too_long") {
-    showAlert("warning", frame.message || _("The message is too long."), { id: "too_long" });
+    showAlert("warning", serverText(frame.message, _("The message is too long.")), { id: "too_long" });
   } else if (code === "not_found") {
     showAlert("warning", _("This dialogue does not exist or was deleted."), { id: "not_found" });
   } else if (code === "unavailable") {
-    showAlert("danger", frame.message || _("The model is unavailable right now. Try again later."), {
+    showAlert("danger", serverText(frame.message, _("The model is unavailable right now. Try again later.")), {
       id: "unavailable",
     });
   } else {

@@ -107,6 +107,13 @@ def test_in_chinese_on_a_phone_send_fits_and_the_refusal_is_chinese(page, site):
     assert page.inner_text("#composer-alerts .alert-text") == (
         "请在 /image 后面描述你想要的图片。"
     )
+    # a refusal the server words only in English shows the page's own Chinese text
+    page.click("#composer-alerts .btn-close")
+    page.wait_for_selector("#composer-alerts .alert", state="detached")
+    page.fill("#composer-input", "x" * 32_001)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#composer-alerts .alert")
+    assert page.inner_text("#composer-alerts .alert-text") == "消息太长了。"
 
 
 # --- 3. Search -------------------------------------------------------------------------
