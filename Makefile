@@ -91,6 +91,7 @@ bench: $(VENV)/.installed-dev ## every benchmark (bench/README.md); results in b
 	$(BIN)/python bench/stream_sweep.py --cluster 2 --levels 50,100,200
 	$(BIN)/python bench/direct_sdk.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/upload_throughput.py --mb 50 --runs 3
 
 bench-sweep: $(VENV)/.installed-dev ## the streaming sweep against one daphne process
 	$(BIN)/python bench/stream_sweep.py
