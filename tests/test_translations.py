@@ -17,7 +17,8 @@ from conftest import BASE_DIR
 from conversations.llm import DemoChatLLM
 from imaging.generators import demo_banner
 
-SOURCES = ["manage.py", "chatsite", "conversations", "imaging", "templates", "static"]
+# Everything makemessages reads (every app, templates, static), not the rest.
+SKIP = {"tests", "test-artifacts", "staticfiles", "media", "bench", "deploy", "docs"}
 
 
 def _entries(po: Path) -> list[tuple[str, str, bool]]:
@@ -44,15 +45,17 @@ def _entries(po: Path) -> list[tuple[str, str, bool]]:
 def fresh_catalogues(tmp_path_factory) -> Path:
     """The catalogues as `makemessages` makes them from today's source (in a copy)."""
     root = tmp_path_factory.mktemp("i18n")
-    for name in SOURCES:
-        src = BASE_DIR / name
+    for src in BASE_DIR.iterdir():
+        name = src.name
+        if name.startswith(".") or name in SKIP or name == "locale":
+            continue
         if src.is_dir():
             shutil.copytree(
                 src,
                 root / name,
                 ignore=shutil.ignore_patterns("vendor", "__pycache__", "tests"),
             )
-        else:
+        elif src.suffix in (".py", ".cfg", ".toml"):
             shutil.copy(src, root / name)
     shutil.copytree(BASE_DIR / "locale", root / "locale")
     for domain in ("django", "djangojs"):

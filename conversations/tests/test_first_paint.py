@@ -194,3 +194,15 @@ def test_a_missing_dialogue_is_a_page_with_a_way_back(client, other_user, settin
     assert '<a class="btn btn-primary" href="/">返回你的对话</a>' in html
     assert "<title>未找到 · chatsite</title>" in html
     assert "Not Found</h1>" not in html
+
+
+def test_an_unknown_address_is_the_same_page_without_the_dialogue_wording(client, user):
+    client.force_login(user)
+
+    response = client.get("/no/such/page/")
+
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert "This address does not lead to a page of this site." in html
+    assert "This dialogue does not exist" not in html
+    assert '<a class="btn btn-primary" href="/">Back to your dialogues</a>' in html
