@@ -179,6 +179,13 @@ def _file(request: HttpRequest, pk: int) -> HttpResponseBase:
             dialogues=[attachment.message.dialogue],  # type: ignore[union-attr]
             via=f"attachment {attachment.pk}",
         )
+    return attachment_response(request, attachment)
+
+
+def attachment_response(request: HttpRequest, attachment: Any) -> HttpResponseBase:
+    """The file of an attachment the caller has allowed the viewer to see (the
+    owner's view above, or a share link's): pictures inline, the rest as downloads
+    or plain text."""
     if attachment.content_type in INLINE_PICTURES:
         content_type, disposition = attachment.content_type, "inline"
     elif attachment.content_type == "application/pdf":

@@ -339,13 +339,27 @@ def share_get_public(*, token: str) -> Share:
 
 
 def share_messages(*, share: Share) -> list[Message]:
-    """The snapshot's messages in the order they were shared, images prefetched:
-    two queries whatever its length."""
+    """The snapshot's messages in the order they were shared, images and
+    attachments prefetched: three queries whatever its length."""
     order = {pk: i for i, pk in enumerate(share.message_ids)}
     rows = Message.objects.filter(
         dialogue_id=share.dialogue_id, pk__in=list(order)
-    ).prefetch_related("images")
+    ).prefetch_related("images", attachments_prefetch())
     return sorted(rows, key=lambda m: order[m.pk])
+
+
+def share_attachment(*, share: Share, attachment_id: int) -> Any:
+    """A file attached to a message in the snapshot; `ShareNotFound` for any other."""
+    from attachments.models import Attachment
+
+    found = Attachment.objects.filter(
+        pk=attachment_id,
+        message_id__in=list(share.message_ids),
+        message__dialogue_id=share.dialogue_id,
+    ).first()
+    if found is None:
+        raise ShareNotFound()
+    return found
 
 
 def share_image(*, share: Share, image_id: int) -> Any:

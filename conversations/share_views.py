@@ -1,7 +1,7 @@
 """Share links: the public read-only page, its images, and the owner's JSON API.
 
-The page is rendered on the server in one request (the snapshot and its images in
-three queries), with no script of ours, no socket and no login: it needs only the
+The page is rendered on the server in one request (the snapshot, its images and
+its attachments in four queries), with no script of ours, no socket and no login: it needs only the
 static files. It is kept out of search engines and caches and sends no referrer, so
 the token does not leak through a link a reader follows.
 """
@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET
 
+from attachments.views import attachment_response
 from imaging.views import image_response
 
 from .api_views import _body, api
@@ -25,6 +26,7 @@ from .models import Message, Share
 from .rendering import render_markdown
 from .selectors import (
     dialogue_get_for_user,
+    share_attachment,
     share_get_for_user,
     share_get_public,
     share_image,
@@ -69,6 +71,17 @@ def _item(share: Share, message: Message) -> dict[str, Any]:
         }
         for i in message.images.all()
     ]
+    attachments = [
+        {
+            "url": reverse("share-file", args=[share.token, a.pk]),
+            "name": a.name,
+            "kind": a.kind,
+            "size": a.size,
+            "width": a.width,
+            "height": a.height,
+        }
+        for a in message.attachments.all()
+    ]
     return {
         "message": message,
         "assistant": assistant,
@@ -76,6 +89,7 @@ def _item(share: Share, message: Message) -> dict[str, Any]:
         if assistant
         else None,
         "images": images,
+        "attachments": attachments,
     }
 
 
@@ -95,6 +109,18 @@ def shared_image(request: HttpRequest, token: str, image_id: int) -> HttpRespons
     except ShareNotFound:
         raise Http404("No such image.") from None
     return _private(image_response(request, image))
+
+
+@require_GET
+def shared_file(
+    request: HttpRequest, token: str, attachment_id: int
+) -> HttpResponseBase:
+    share = _public_share(token)
+    try:
+        attachment = share_attachment(share=share, attachment_id=attachment_id)
+    except ShareNotFound:
+        raise Http404("No such file.") from None
+    return _private(attachment_response(request, attachment))
 
 
 # --- The owner's API -------------------------------------------------------------------

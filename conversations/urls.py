@@ -13,6 +13,11 @@ urlpatterns = [
         name="share-image",
     ),
     path(
+        "s/<str:token>/files/<int:attachment_id>/",
+        share_views.shared_file,
+        name="share-file",
+    ),
+    path(
         "api/messages/<int:message_id>/report/",
         review_views.message_report_view,
         name="message-report",

@@ -121,7 +121,7 @@ def test_the_snapshot_does_not_change_when_the_dialogue_goes_on(client, user, di
     assert title in body and "Renamed later" not in body
 
 
-def test_a_share_reads_in_three_queries(
+def test_a_share_reads_in_four_queries(
     client, user, dialogue, django_assert_num_queries
 ):
     messages = _turns(dialogue, 40)
@@ -130,8 +130,8 @@ def test_a_share_reads_in_three_queries(
     url = _create(client, dialogue).json()["url"]
     client.logout()
 
-    # the link, the messages, their images
-    with django_assert_num_queries(3):
+    # the link, the messages, their images, their attachments
+    with django_assert_num_queries(4):
         response = client.get(url)
     assert response.status_code == 200
     assert response.content.decode().count('class="msg msg-') == 80
@@ -313,3 +313,47 @@ def test_a_share_of_another_branch_holds_that_branch(client, user, dialogue):
     body = _anonymous_get(client, share["url"]).content.decode()
     assert "name a bird" in body and "robin" in body and "heron" not in body
     assert share["messages"] == 2
+
+
+def _attachment(message, name="notes.txt", data=b"hello", content_type="text/plain"):
+    from attachments.models import Attachment
+
+    key = default_storage.save(f"attachments/t-{message.pk}-{name}", ContentFile(data))
+    return Attachment.objects.create(
+        owner=message.user,
+        message=message,
+        kind="document" if content_type == "text/plain" else "image",
+        name=name,
+        content_type=content_type,
+        size=len(data),
+        storage_key=key,
+    )
+
+
+def test_a_share_shows_and_serves_only_the_snapshots_attachments(
+    client, user, dialogue, other_user
+):
+    # given a file on the shared question, one on a later question, one elsewhere
+    messages = _turns(dialogue, 2)
+    shared = _attachment(messages[0], "trip <plan>.txt", b"day 1: Rome")
+    later = _attachment(messages[2], "later.txt", b"secret")
+    elsewhere = _attachment(
+        MessageFactory(dialogue=DialogueFactory(owner=other_user)), "x.txt", b"x"
+    )
+    client.force_login(user)
+    share = _create(client, dialogue, messages[1].pk).json()
+    token = share["url"].split("/")[2]
+
+    body = _anonymous_get(client, share["url"]).content.decode()
+
+    url = reverse("share-file", args=[token, shared.pk])
+    assert f'href="{url}"' in body and "trip &lt;plan&gt;.txt" in body
+    assert "later.txt" not in body
+    served = client.get(url)
+    assert served.status_code == 200
+    assert b"".join(served.streaming_content) == b"day 1: Rome"
+    assert served["X-Robots-Tag"].startswith("noindex")
+    for other in (later, elsewhere):
+        assert (
+            client.get(reverse("share-file", args=[token, other.pk])).status_code == 404
+        )
