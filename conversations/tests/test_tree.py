@@ -195,8 +195,8 @@ def test_opening_a_branched_dialogue_costs_the_same_queries_whatever_its_size(
     if turns == 1800:
         assert Message.objects.filter(dialogue=dialogue).count() == 5040
 
-    # when it is opened: the dialogue, the page, its images, its siblings
-    with django_assert_num_queries(4):
+    # when it is opened: the dialogue, the page, its images, attachments, siblings
+    with django_assert_num_queries(5):
         found = selectors.dialogue_get_for_user(dialogue_id=dialogue.pk, user=user)
         page, has_more = selectors.message_page(dialogue=found)
 
@@ -216,8 +216,8 @@ def test_switching_a_large_dialogue_costs_a_fixed_number_of_queries(
     dialogue = _branchy(user, 1800)
     old = Message.objects.get(dialogue=dialogue, content="alt q5")
     # the dialogue, a savepoint and its release, the lock, the (id, parent) list, two
-    # flag updates, the new state's page, images and siblings: whatever the size
-    with django_assert_max_num_queries(10):
+    # flag updates, the new state's page, images, attachments, siblings: any size
+    with django_assert_max_num_queries(11):
         state = tree.branch_switch(
             user=user, dialogue_id=dialogue.pk, message_id=old.pk
         )
