@@ -7,6 +7,7 @@ rows (cascade) and, once that commits, their files.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -109,6 +110,39 @@ def attachment_upload(
         _delete_quietly(key)
         upload_quota_refund(user=user, size=size, now=now)
         raise
+
+
+def attachment_import(
+    *, message: Any, name: str, data: bytes, position: int
+) -> tuple[Attachment, str]:
+    """A file brought in with an imported dialogue: checked by its content like an
+    upload (AttachmentRefused), stored and given to `message`, in the caller's
+    transaction. Returns it and its storage key, which the caller removes if that
+    transaction is rolled back. Imports do not count against the upload quota."""
+    limit = settings.ATTACHMENT_MAX_FILE_BYTES
+    if len(data) > limit:
+        raise AttachmentRefused(
+            "too_large", f"Files of up to {human_size(limit)} are accepted."
+        )
+    intake = inspect_upload(file=io.BytesIO(data), name=name)
+    key, stored = _store(intake, io.BytesIO(data), timezone.now())
+    row = Attachment.objects.create(
+        owner_id=message.user_id,
+        message=message,
+        kind=intake.kind,
+        name=intake.name,
+        content_type=intake.content_type,
+        size=stored,
+        uploaded_bytes=0,
+        width=intake.width,
+        height=intake.height,
+        pages=intake.pages,
+        storage_key=key,
+        text=intake.text,
+        text_truncated=intake.text_truncated,
+        position=position,
+    )
+    return row, key
 
 
 def attachment_ids_validate(value: Any) -> list[int]:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 
@@ -65,7 +67,14 @@ def test_the_json_export_describes_the_files(dialogue, sent):
     data = json.loads(dialogue_export_json(dialogue=dialogue))
 
     (message,) = data["messages"]
-    assert message["attachments"] == [
+    described = [
+        {k: v for k, v in a.items() if k != "data"} for a in message["attachments"]
+    ]
+    # the bytes travel too (base64), so an import restores the files
+    assert [base64.b64decode(a["data"]) for a in message["attachments"]] == [
+        default_storage.open(a.storage_key).read() for a in sent
+    ]
+    assert described == [
         {
             "name": "cat.png",
             "kind": "image",

@@ -402,3 +402,53 @@ def test_the_tree_rule_turns_replaced_turns_into_siblings():
     assert linear_parents(rows) == {
         1: None, 2: 1, 3: 2, 4: 3, 5: 2, 6: 5, 7: 5, 8: 5, 9: 2, 10: 9, 11: 10, 12: 11,
     }  # fmt: skip
+
+
+def test_attachments_travel_with_their_bytes_and_round_trip(client, user, branchy):
+    from attachments.models import Attachment
+    from attachments.services import attachment_import
+    from attachments.testing import png_bytes
+
+    # given a question carrying a picture and a text file
+    question = branchy.messages.get(content="/image a pizza")
+    attachment_import(message=question, name="menu.txt", data=b"pizza 9\n", position=0)
+    attachment_import(message=question, name="photo.png", data=png_bytes(), position=1)
+    client.force_login(user)
+    first = _export(client, branchy)
+
+    # when it is imported, then the copy has both files, checked and stored anew
+    summary = _import(client, ("a.json", first)).json()["results"][0]
+    assert summary["skipped_messages"] == []
+    copy = Dialogue.objects.get(pk=summary["imported"][0]["id"])
+    files = Attachment.objects.filter(message__dialogue=copy).order_by("position")
+    assert [(a.name, a.kind) for a in files] == [
+        ("menu.txt", "document"),
+        ("photo.png", "image"),
+    ]
+    assert files[0].text.strip() == "pizza 9"
+    originals = Attachment.objects.filter(message__dialogue=branchy)
+    assert {a.storage_key for a in files}.isdisjoint({a.storage_key for a in originals})
+    # and its export is the same bytes
+    assert _export(client, copy) == first
+
+
+def test_an_attachment_that_is_not_what_it_claims_is_skipped_and_counted(
+    client, user, branchy
+):
+    client.force_login(user)
+    data = json.loads(_export(client, branchy))
+    data["messages"][0]["attachments"] = [
+        {"name": "x.png", "data": "PGh0bWw+PC9odG1sPg=="},  # <html></html>
+        {"name": "gone.txt", "data": None},
+    ]
+    summary = _import(client, ("x.json", json.dumps(data).encode())).json()["results"][
+        0
+    ]
+    reasons = {s["reason"]: s["count"] for s in summary["skipped_messages"]}
+    assert reasons["attachments without their file"] == 1
+    assert any(r.startswith("attachments refused") for r in reasons)
+    from attachments.models import Attachment
+
+    assert not Attachment.objects.filter(
+        message__dialogue_id=summary["imported"][0]["id"]
+    ).exists()

@@ -1,9 +1,9 @@
 """chatsite's own dialogue file: the export, and reading it back.
 
 Format `chatsite.dialogue.v2` holds nothing that depends on this database: message
-ids are positions in the file (a parent comes before its children), images carry
-their bytes (base64) and there is no export time. So exporting a dialogue, importing
-the file and exporting the copy gives the same bytes. v1 files (database ids, no
+ids are positions in the file (a parent comes before its children), images and
+attachments carry their bytes (base64) and there is no export time. So exporting a
+dialogue, importing the file and exporting the copy gives the same bytes. v1 files (database ids, no
 tree, no image bytes) are read too: the tree is rebuilt from their order and
 replaced flags, their images are skipped.
 """
@@ -26,6 +26,7 @@ from ...tree_rule import linear_parents
 from .model import (
     ImportFileInvalid,
     Parsed,
+    PortableAttachment,
     PortableDialogue,
     PortableImage,
     PortableMessage,
@@ -108,8 +109,8 @@ def dialogue_export_portable(*, dialogue: Dialogue) -> str:
                 "replaced": m.replaced,
                 "cut_off": m.cut_off,
                 "images": [_image_out(i) for i in m.images.all()],
-                # What was attached, described (the files stay private; import
-                # skips these).
+                # What was attached, with its bytes: an import checks them again
+                # like an upload and derives the rest.
                 "attachments": [
                     {
                         "name": a.name,
@@ -118,6 +119,7 @@ def dialogue_export_portable(*, dialogue: Dialogue) -> str:
                         "size": a.size,
                         "width": a.width,
                         "height": a.height,
+                        "data": _image_bytes(a.storage_key),
                     }
                     for a in m.attachments.all()
                 ],
@@ -205,6 +207,20 @@ class _Reader:
         if not isinstance(value, list):
             raise self._fail(name, "a list")
         return value
+
+
+def _attachment_in(obj: Any, where: str) -> PortableAttachment:
+    r = _Reader(obj, where)
+    data = r.obj.get("data")
+    raw = None
+    if data is not None:
+        if not isinstance(data, str):
+            raise ImportFileInvalid(f"{where}: “data” must be base64 text.")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ImportFileInvalid(f"{where}: “data” is not valid base64.") from None
+    return PortableAttachment(name=r.text("name", "file", limit=200), data=raw)
 
 
 def _image_in(obj: Any, where: str) -> PortableImage:
@@ -311,6 +327,10 @@ def parse_chatsite(data: dict[str, Any]) -> Parsed:
                 images.append(_image_in(image, f"Message {i} image {j}"))
             else:
                 dialogue.skipped["images (v1 files carry no image files)"] += 1
+        attachments = [
+            _attachment_in(a, f"Message {i} attachment {j}")
+            for j, a in enumerate(r.items("attachments"), 1)
+        ]
         replaced = r.flag("replaced", False)
         dialogue.messages.append(
             PortableMessage(
@@ -330,6 +350,7 @@ def parse_chatsite(data: dict[str, Any]) -> Parsed:
                 error_message=message,
                 replaced=replaced,
                 images=images,
+                attachments=attachments,
             )
         )
         v1_rows.append((pk, role, replaced))

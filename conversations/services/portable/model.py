@@ -29,6 +29,12 @@ class PortableImage:
 
 
 @dataclass
+class PortableAttachment:
+    name: str
+    data: bytes | None = None
+
+
+@dataclass
 class PortableMessage:
     key: str  # unique within its dialogue; parents are referred to by it
     parent: str | None
@@ -46,6 +52,7 @@ class PortableMessage:
     error_message: str = ""
     replaced: bool = False
     images: list[PortableImage] = field(default_factory=list)
+    attachments: list[PortableAttachment] = field(default_factory=list)
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from attachments.exceptions import AttachmentRefused
+from attachments.services import attachment_import
 from imaging.models import GeneratedImage
 from imaging.services import image_file_store
 
@@ -91,4 +93,21 @@ def dialogue_store(
                 )
             )
     GeneratedImage.objects.bulk_create(images, batch_size=BATCH)
+
+    for m, row in zip(portable.messages, rows, strict=True):
+        for position, attached in enumerate(m.attachments):
+            if attached.data is None:
+                portable.skipped["attachments without their file"] += 1
+                continue
+            try:
+                _, key = attachment_import(
+                    message=row,
+                    name=attached.name,
+                    data=attached.data,
+                    position=position,
+                )
+            except AttachmentRefused as exc:
+                portable.skipped[f"attachments refused ({exc.message})"] += 1
+                continue
+            saved_keys.append(key)
     return dialogue
