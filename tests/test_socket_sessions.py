@@ -219,3 +219,44 @@ async def test_the_sweep_finds_a_deleted_session_without_any_event(user, setting
     far = timezone.now() + timedelta(days=400)
     await watch.sweep(now=far.timestamp())  # a removed socket is not checked again
     assert closed == [1]
+
+
+async def test_changing_ones_own_password_moves_this_tab_to_the_new_session(
+    two_processes,
+):
+    """Django keeps the changer logged in under a new session key (it cycles the
+    key): the old key's sockets close with 4401 like every other session's, and the
+    browser's new cookie opens a socket at once (the page's 4401 handling goes
+    through the log-in page, which sends a logged-in user straight back)."""
+    from conftest import PASSWORD
+    from tests.factories import UserFactory
+
+    a, b = two_processes
+    staff = await database_sync_to_async(UserFactory)(is_staff=True, password=PASSWORD)
+    mine, other = await login_cookie(staff), await login_cookie(staff)
+    async with connect(a, mine) as this_tab, connect(b, other) as elsewhere:
+        assert await alive(this_tab) and await alive(elsewhere)
+
+        @database_sync_to_async
+        def change_own_password() -> tuple[int, str]:
+            client = Client()
+            client.cookies[settings.SESSION_COOKIE_NAME] = key_of(mine)
+            response = client.post(
+                "/admin/password_change/",
+                {
+                    "old_password": PASSWORD,
+                    "new_password1": "another-long-pass-93",
+                    "new_password2": "another-long-pass-93",
+                },
+            )
+            new_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+            return response.status_code, f"{settings.SESSION_COOKIE_NAME}={new_key}"
+
+        status, renewed = await change_own_password()
+        assert status == 302 and renewed != mine
+
+        codes = await asyncio.gather(closed_with(this_tab), closed_with(elsewhere))
+        assert codes == [4401, 4401]
+    async with connect(a, renewed) as reopened:
+        assert await alive(reopened)
+        assert await closed_with(reopened, timeout=2.5) == 0
