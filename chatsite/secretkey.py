@@ -14,9 +14,15 @@ import secrets
 import sys
 from pathlib import Path
 
-# Development fallback (DEBUG only) and the placeholder of .env.example: public.
+# Development fallback (DEBUG only) and the placeholders shipped as examples: public.
 DEV_SECRET_KEY = "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
-PUBLIC_KEYS = frozenset({DEV_SECRET_KEY, "change-me-to-a-long-random-string"})
+PUBLIC_KEYS = frozenset(
+    {
+        DEV_SECRET_KEY,
+        "change-me-to-a-long-random-string",  # .env.example before it shipped empty
+        "change-me-to-50-or-more-random-characters",  # deploy/chatsite.env.example
+    }
+)
 
 REFUSAL = (
     "chatsite: DJANGO_SECRET_KEY is not set (or is a placeholder) and DEBUG is off: "

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chatsite.secretkey import REFUSAL, ensure_env_file
 from conftest import free_port
 
@@ -42,10 +44,12 @@ def test_daphne_refuses_to_start_without_a_secret_key_when_debug_is_off():
     assert "Traceback" not in result.stderr
 
 
-def test_the_placeholder_of_env_example_is_refused_like_no_key():
-    env = _env(
-        DJANGO_DEBUG="false", DJANGO_SECRET_KEY="change-me-to-a-long-random-string"
-    )
+@pytest.mark.parametrize(
+    "placeholder",
+    ["change-me-to-a-long-random-string", "change-me-to-50-or-more-random-characters"],
+)
+def test_the_shipped_placeholders_are_refused_like_no_key(placeholder):
+    env = _env(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=placeholder)
 
     result = subprocess.run(
         [sys.executable, "-c", "import chatsite.asgi"],
