@@ -23,6 +23,7 @@ from django.utils import translation
 from chatsite import lifecycle
 
 from . import protocol as p
+from .backpressure import guard
 from .exceptions import ChatError, DatabaseUnavailable
 from .fanout import get_hub
 from .live import get_store, socket_admit
@@ -65,6 +66,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Events that arrive while a dialogue is being opened wait for its state.
         self.held: list[tuple[int, int, bytes]] | None = None
         self.ws_protocol = self.scope.get(lifecycle.WS_PROTOCOL)
+        self.slow = (
+            guard(self.ws_protocol, settings.CHAT_SOCKET_MAX_PENDING_BYTES)
+            if self.ws_protocol is not None
+            else None
+        )
         self.language = socket_language(self.scope)
         await self.accept()
         if not self.scope["user"].is_authenticated:
@@ -177,7 +183,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol = self.ws_protocol
         if protocol is None:
             await self.base_send({"type": "websocket.send", "text": data.decode()})
-        elif protocol.state == protocol.STATE_OPEN:
+        elif protocol.state == protocol.STATE_OPEN and (
+            self.slow is None or self.slow.admit(len(data))
+        ):
             protocol.sendMessage(data, False)
 
     # --- client frames -------------------------------------------------------------

@@ -117,3 +117,52 @@ async def test_one_user_s_socket_reads_run_at_most_chat_user_reads_at_once(
     assert [s["type"] for s in states] == ["dialogue.state"] * 12
     assert running["calls"] == 12
     assert running["most"] <= 2
+
+
+class _Transport:
+    """The parts of a Twisted TCP transport the guard uses; daphne's HTTP channel
+    stays registered as its producer after the upgrade."""
+
+    def __init__(self):
+        self.producer = object()
+        self.streaming = None
+
+    def unregisterProducer(self):  # noqa: N802
+        self.producer = None
+
+    def registerProducer(self, producer, streaming):  # noqa: N802
+        if self.producer is not None:
+            raise RuntimeError("a producer is registered already")
+        self.producer, self.streaming = producer, streaming
+
+
+class _Protocol:
+    def __init__(self):
+        self.transport = _Transport()
+        self.dropped = []
+
+    def dropConnection(self, abort=False):  # noqa: N802
+        self.dropped.append(abort)
+
+
+def test_a_socket_that_does_not_read_is_dropped_past_the_bound():
+    from conversations.backpressure import guard
+
+    protocol = _Protocol()
+    slow = guard(protocol, 1000)
+    assert protocol.transport.producer is slow and protocol.transport.streaming
+    # Reading client: whatever the volume, nothing is dropped.
+    assert all(slow.admit(600) for _ in range(100))
+    # The transport's buffer is full (Twisted pauses its producer): 1000 more
+    # bytes are allowed, then the connection is dropped and nothing more written.
+    slow.pauseProducing()
+    assert slow.admit(600) and not slow.admit(600)
+    assert protocol.dropped == [True]
+    assert not slow.admit(10)
+    # A client that catches up in time is never dropped.
+    other = guard(_Protocol(), 1000)
+    for _ in range(50):
+        other.pauseProducing()
+        assert other.admit(900)
+        other.resumeProducing()
+    assert not other.dropped
