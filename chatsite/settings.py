@@ -337,9 +337,6 @@ LLM_INACTIVITY_TIMEOUT = env.float("LLM_INACTIVITY_TIMEOUT", default=60.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
 LLM_DEFAULT_CONTEXT_TOKENS = env.int("LLM_DEFAULT_CONTEXT_TOKENS", default=8192)
 LLM_OUTPUT_RESERVE_TOKENS = env.int("LLM_OUTPUT_RESERVE_TOKENS", default=1024)
-# Most tokens one reply may write; `max_tokens` is always sent, at most the room the
-# prompt leaves in the model's window, so a long reply ends as "cut off" (Continue).
-LLM_MAX_OUTPUT_TOKENS = env.int("LLM_MAX_OUTPUT_TOKENS", default=4096)
 IMAGE_TIMEOUT = env.float("IMAGE_TIMEOUT", default=120.0)
 # Offline demo pace, tokens per second.
 DEMO_TOKENS_PER_SECOND = env.float("DEMO_TOKENS_PER_SECOND", default=40.0)

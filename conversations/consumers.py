@@ -263,6 +263,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             subscribe=self.subscribe,
         )
 
+    async def on_reply_continue(self, data: dict[str, Any]) -> None:
+        turn = await messaging.reply_continue(
+            user=self.scope["user"], dialogue_id=p.dialogue_id(data)
+        )
+        await self.begin(turn)
+
     async def begin(self, turn: messaging.Turn) -> None:
         if turn.created_dialogue:
             await self.send_json(

@@ -87,6 +87,15 @@ class ShareNotFound(ChatError):
     default_message = "No such share link."
 
 
+class UpstreamIncomplete(LLMError):
+    """The stream ended without a finish reason or [DONE]; `empty` when nothing at
+    all came (how llama-cpp-python's server answers a prompt over its window)."""
+
+    def __init__(self, message: str | None = None, *, empty: bool = False):
+        super().__init__(message, code="upstream_incomplete")
+        self.empty = empty
+
+
 class ContextLengthExceeded(LLMError):
     """The server refused the prompt as longer than its window (`window` when it
     named it): the context is shrunk and the reply asked again once."""

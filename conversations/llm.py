@@ -25,7 +25,7 @@ from django.conf import settings
 
 from .catalog import DEMO_MODEL, provider_configured
 from .counting import EstimateCounter, ServerCounter, TokenCounter
-from .exceptions import ContextLengthExceeded, LLMError
+from .exceptions import ContextLengthExceeded, LLMError, UpstreamIncomplete
 
 
 @dataclass(slots=True)
@@ -284,9 +284,9 @@ class OpenAIChatLLM:
                             got_content = True
                         yield chunk
                 if not ended:
-                    raise LLMError(
+                    raise UpstreamIncomplete(
                         INCOMPLETE_MESSAGE if got_content else INCOMPLETE_EMPTY_MESSAGE,
-                        code="upstream_incomplete",
+                        empty=not got_content,
                     )
                 break
             except asyncio.CancelledError:

@@ -21,6 +21,7 @@ CLIENT_TYPES = frozenset(
         "message.edit",
         "reply.stop",
         "reply.regenerate",
+        "reply.continue",
         "image.generate",
         "branch.switch",
     }

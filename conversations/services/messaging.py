@@ -105,6 +105,8 @@ class Turn:
     duplicate: bool = False
     # The files the user message carries (attachments/), as stored.
     attachments: list[Any] = field(default_factory=list)
+    # `reply` is an existing message the model goes on writing (reply.continue).
+    continuing: bool = False
 
 
 def _check_length(content: str, *, files: bool = False) -> None:
@@ -414,6 +416,61 @@ async def reply_regenerate(*, user: Any, dialogue_id: Any) -> Turn:
                 parent_id=last.pk,
             )
         return Turn(dialogue, None, reply, picture)
+
+    async with _turn_mutex(dialogue.pk):
+        return await db_async(store)()
+
+
+CONTINUABLE = (
+    Message.Status.FAILED,
+    Message.Status.STOPPED,
+    Message.Status.INTERRUPTED,
+)
+
+
+@_gated
+async def reply_continue(*, user: Any, dialogue_id: Any) -> Turn:
+    """Let the model go on writing the dialogue's last reply, into the same message:
+    one cut off at its token limit, or one that failed, was stopped or interrupted
+    with some text kept. The message is `streaming` again when this returns."""
+    dialogue = await db_async(selectors.dialogue_get_for_user)(
+        dialogue_id=dialogue_id, user=user
+    )
+    await _admit(user)
+
+    def store() -> Turn:
+        with transaction.atomic():
+            last = (
+                Message.objects.filter(dialogue=dialogue, replaced=False)
+                .order_by("-id")
+                .first()
+            )
+            if (
+                last is None
+                or last.role != Message.Role.ASSISTANT
+                or not last.content.strip()
+                or not (
+                    last.status in CONTINUABLE
+                    or (last.status == Message.Status.COMPLETE and last.cut_off)
+                )
+            ):
+                raise BadRequest(
+                    "There is no cut-off or unfinished reply to continue here."
+                )
+            _claim(dialogue)
+            fields: dict[str, Any] = {
+                "status": Message.Status.STREAMING,
+                "worker": get_worker().id,
+                "error_code": "",
+                "error_message": "",
+                "cut_off": False,
+            }
+            Message.objects.filter(pk=last.pk).update(
+                **fields, updated_at=timezone.now()
+            )
+            for name, value in fields.items():
+                setattr(last, name, value)
+        return Turn(dialogue, None, last, continuing=True)
 
     async with _turn_mutex(dialogue.pk):
         return await db_async(store)()

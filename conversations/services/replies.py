@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +29,7 @@ from imaging.services import (
 
 from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
+from ..counting import estimate_observe
 from ..exceptions import BadRequest, ChatError, QuotaExceeded, TooLong
 from ..live import broadcast, get_store, publish_delta
 from ..llm import ChatLLM, get_llm
@@ -64,12 +66,75 @@ async def turn_begin(turn: Turn, *, llm: ChatLLM | None = None) -> None:
     worker.spawn(turn.reply.pk, control, coro)
 
 
-async def _reply_setup(
-    turn: Turn, llm: ChatLLM, store: Any, worker: Any
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Before the model is asked: the live state, `reply.started`, the context."""
+@dataclass
+class _Prompt:
+    """What the model is sent for one reply, and what it is allowed to write."""
+
+    messages: list[dict[str, Any]]
+    used_tokens: int | None = None
+    max_tokens: int | None = None
+    estimated: bool = True  # counted with tiktoken's estimate, not the server's
+
+
+# Windows a server turned out to have, smaller than CHAT_MODELS says (it refused a
+# prompt that fit the configured one), per model, for this process's life.
+_LEARNT_WINDOWS: dict[str, int] = {}
+MIN_LEARNT_WINDOW = 256  # below that, a server's figure is not believed
+
+
+def _window(spec: ModelSpec) -> int:
+    return min(spec.context_tokens, _LEARNT_WINDOWS.get(spec.name, spec.context_tokens))
+
+
+def _budget(window: int) -> int:
+    """The input budget within `window`: the catalog's share kept for the answer,
+    and a tenth to spare (the count was wrong once already)."""
+    reserve = min(settings.LLM_OUTPUT_RESERVE_TOKENS, window // 4)
+    return max(int((window - reserve) * 0.9), 64)
+
+
+def _max_tokens(spec: ModelSpec, used: int | None, window: int | None = None) -> int:
+    """The output room: what the prompt leaves of the window, at most
+    CHAT_MAX_REPLY_TOKENS (a reply that needs more ends cut off: Continue)."""
+    room = (window or _window(spec)) - (used or 0) - PROMPT_MARGIN
+    return min(max(room, MIN_OUTPUT_TOKENS), settings.CHAT_MAX_REPLY_TOKENS)
+
+
+# Tokens a chat template may add beyond what was counted (a default system prompt,
+# generation markers); the room below MIN_OUTPUT_TOKENS is never worth asking for.
+PROMPT_MARGIN = 32
+MIN_OUTPUT_TOKENS = 16
+
+
+async def _context(
+    turn: Turn, llm: ChatLLM, *, budget: int | None = None, window: int | None = None
+) -> _Prompt:
     from .context import context_build
 
+    reply = turn.reply
+    assert reply is not None
+    spec = resolve_model(reply.model)
+    if budget is None and _window(spec) < spec.context_tokens:
+        budget = _budget(_window(spec))
+    context = await context_build(
+        dialogue=turn.dialogue,
+        model=spec,
+        llm=llm,
+        upto_message_id=reply.pk,
+        budget=budget,
+        continue_text=reply.content if turn.continuing else None,
+    )
+    used = context.report.get("used_tokens")
+    return _Prompt(
+        context.messages,
+        used,
+        _max_tokens(spec, used, window),
+        context.report.get("tokenizer") != "server",
+    )
+
+
+async def _reply_setup(turn: Turn, llm: ChatLLM, store: Any, worker: Any) -> _Prompt:
+    """Before the model is asked: the live state, `reply.started`, the context."""
     dialogue, reply = turn.dialogue, turn.reply
     assert reply is not None
     try:
@@ -85,17 +150,39 @@ async def _reply_setup(
         },
     )
     try:
-        context = await context_build(
-            dialogue=dialogue,
-            model=resolve_model(reply.model),
-            llm=llm,
-            upto_message_id=reply.pk,
-        )
-        return context.messages, context.report.get("used_tokens")
+        return await _context(turn, llm)
     except Exception:
         log.exception("context build failed for dialogue %s", dialogue.pk)
         content = turn.message.content if turn.message else ""
-        return [{"role": "user", "content": content}], None
+        return _Prompt([{"role": "user", "content": content}])
+
+
+def _shrinker(turn: Turn, llm: ChatLLM) -> Any:
+    """The context again, within the window the server named (or half the
+    configured one), for the one retry after a refusal for length."""
+    spec = resolve_model(turn.reply.model if turn.reply else None)
+
+    async def shrink(
+        named: int | None,
+    ) -> tuple[list[dict[str, Any]], int | None] | None:
+        window = min(named or _window(spec) // 2, _window(spec))
+        if named and named >= MIN_LEARNT_WINDOW:
+            # The server said so: the next replies on this model start within it.
+            _LEARNT_WINDOWS[spec.name] = window
+        budget = _budget(window)
+        log.info(
+            "reply %s refused for length; asking again within %d tokens",
+            turn.reply.pk if turn.reply else None,
+            budget,
+        )
+        try:
+            prompt = await _context(turn, llm, budget=budget, window=window)
+        except Exception:
+            log.exception("smaller context failed")
+            return None
+        return prompt.messages, prompt.max_tokens
+
+    return shrink
 
 
 async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
@@ -105,33 +192,39 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
     worker = get_worker()
     try:
         async with send_gate():
-            messages, prompt_tokens = await _reply_setup(turn, llm, store, worker)
+            prompt = await _reply_setup(turn, llm, store, worker)
         spec = resolve_model(reply.model)
         try:
             # The day's token quota bounds what the model may write (`max_tokens`),
             # counted now so concurrent replies cannot overdraw it.
             max_tokens, reserved = await db_async(quota_reserve_tokens)(
                 user_id=reply.user_id,
-                prompt_tokens=prompt_tokens or 0,
-                cap=settings.CHAT_MAX_REPLY_TOKENS,
+                prompt_tokens=prompt.used_tokens or 0,
+                # at most what the prompt leaves of the model's window
+                cap=min(
+                    prompt.max_tokens or settings.CHAT_MAX_REPLY_TOKENS,
+                    settings.CHAT_MAX_REPLY_TOKENS,
+                ),
             )
         except QuotaExceeded as exc:
             await _refuse(reply, exc)
             return
         tools, handler = _image_tool(reply)
-        completed = False
+        final: dict[str, Any] | None = None
         async for event in reply_stream(
             message=reply,
             llm=llm,
-            messages=messages,
+            messages=prompt.messages,
             control=control,
             tools=tools,
             tool_handler=handler,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt.used_tokens,
             max_tokens=max_tokens,
             reserved=reserved,
+            shrink=_shrinker(turn, llm),
         ):
-            completed = completed or event["type"] == "reply.completed"
+            if event["type"] in ENDINGS:
+                final = event
             try:
                 if event["type"] == "reply.delta":
                     await publish_delta(event)
@@ -146,8 +239,19 @@ async def _reply_run(turn: Turn, llm: ChatLLM, control: ReplyControl) -> None:
                     reply.pk,
                     exc_info=True,
                 )
-        if completed:
-            await _autotitle(dialogue, llm, spec)
+        completed = final is not None and final["type"] == "reply.completed"
+        if completed and prompt.estimated and prompt.used_tokens:
+            usage = final["message"].get("usage") if final else None
+            if usage and not usage.get("estimated") and usage.get("prompt_tokens"):
+                # The server's count corrects the estimate for the next prompts.
+                estimate_observe(
+                    model=reply.model,
+                    counted=prompt.used_tokens,
+                    reported=int(usage["prompt_tokens"]),
+                )
+        # Named also when the first reply failed or was stopped: from the user's
+        # message then, without asking a model that did not answer.
+        await _autotitle(dialogue, llm, spec, ask_model=completed)
     except FinalSaveFailed as exc:
         # The database is away: the final state waits in the live store and the
         # reaper saves it when the database is back (finals_flush).
@@ -218,6 +322,9 @@ async def _refuse(reply: Message, exc: ChatError) -> None:
     await _announce_failed(await db_async(fail)())
 
 
+ENDINGS = ("reply.completed", "reply.stopped", "reply.failed")
+
+
 async def _fail_if_streaming(reply: Message) -> None:
     """Never leave a reply `streaming` after its task ended by an error, and never
     leave its tabs waiting: `reply.failed` goes out whatever the database says."""
@@ -252,13 +359,17 @@ async def _release(turn: Turn) -> None:
         )
 
 
-async def _autotitle(dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec) -> None:
+async def _autotitle(
+    dialogue: Dialogue, llm: ChatLLM, spec: ModelSpec, *, ask_model: bool = True
+) -> None:
     if dialogue.title or dialogue.title_set_by_user:
         return
     try:
         from .dialogues import title_autoname
 
-        updated = await title_autoname(dialogue=dialogue, llm=llm, model=spec)
+        updated = await title_autoname(
+            dialogue=dialogue, llm=llm, model=spec, ask_model=ask_model
+        )
     except Exception:
         log.warning("auto title failed for dialogue %s", dialogue.pk, exc_info=True)
         return
@@ -343,8 +454,10 @@ async def _image_run(turn: Turn) -> None:
             turn.dialogue.pk,
             await _image_event("image.completed" if ok else "image.failed", reply),
         )
-        if ok:
-            await _autotitle(turn.dialogue, get_llm(), resolve_model(reply.model))
+        # Named after the picture asked for, whether it could be drawn or not.
+        await _autotitle(
+            turn.dialogue, get_llm(), resolve_model(reply.model), ask_model=False
+        )
     except Exception:
         log.exception("image reply %s failed", reply.pk)
     finally:

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from ..asyncdb import db_async
-from ..exceptions import LLMError
+from ..exceptions import ContextLengthExceeded, LLMError, UpstreamIncomplete
 from ..llm import ChatLLM, LLMChunk
 from ..models import Message
 from ..serializers import message_dict
@@ -43,6 +43,9 @@ MAX_TOOL_ROUNDS = 2
 MAX_DELTA_CHARS = 64 * 1024
 # What the database and UTF-8 cannot hold: NUL, and UTF-16 surrogates on their own.
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+EMPTY_MESSAGE = (
+    "The model finished without writing anything. Try again, or rephrase the message."
+)
 INTERRUPTED_MESSAGE = (
     "The server stopped while writing this reply. The text written so far was kept; "
     "you can regenerate it."
@@ -150,6 +153,11 @@ class ReplyControl:
         self.queue.put_nowait(_Stop(None, interrupt=True))
 
 
+# Given the window the server named (if it did), a smaller context and its
+# max_tokens (or None).
+Shrinker = Callable[
+    [int | None], Awaitable[tuple[list[dict[str, Any]], int | None] | None]
+]
 ToolHandler = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any] | str]]
 
 
@@ -330,6 +338,8 @@ class _Reply:
         # alive.
         self.chunks = 0
         self.last_content = now
+        # Ended at its token limit: ours (max_tokens) or the server's
+        # (finish_reason "length").
         self.cut_off = False
 
     def take(self, now: float) -> list[str]:
@@ -350,6 +360,8 @@ class _Reply:
                         )
                 if item.tool_calls:
                     self.tool_calls = item.tool_calls
+                if item.finish_reason == "length":
+                    self.cut_off = True
             elif item is _END:
                 self.status = Message.Status.COMPLETE
             elif isinstance(item, LLMError):
@@ -379,8 +391,19 @@ class _Reply:
             "delta": delta,
         }
 
-    def final_fields(self, prompt_tokens: int | None) -> dict[str, Any]:
+    def final_fields(
+        self, prompt_tokens: int | None, *, tools_ran: bool = False
+    ) -> dict[str, Any]:
         text, seq = self.text, self.seq
+        if (
+            self.status == Message.Status.COMPLETE
+            and not text.strip()
+            and not tools_ran
+        ):
+            # An empty completion is not a success: the dialogue would go on with
+            # a blank answer in it.
+            self.status = Message.Status.FAILED
+            self.error = LLMError(EMPTY_MESSAGE, code="upstream_empty")
         if (
             self.status in (Message.Status.STOPPED, Message.Status.INTERRUPTED)
             and self.stop_seq is not None
@@ -388,7 +411,14 @@ class _Reply:
             # Stopped: keep exactly what the client displayed (guarantee 5).
             seq = max(self.message.seq, min(self.stop_seq, seq))
             text = text[: self.offsets[seq]]
-        fields: dict[str, Any] = {"content": text, "seq": seq, "status": self.status}
+        fields: dict[str, Any] = {
+            "content": text,
+            "seq": seq,
+            "status": self.status,
+            "cut_off": self.cut_off and self.status == Message.Status.COMPLETE,
+            # Counted by us (usage_record and _finish_sync) when not reported.
+            "usage_estimated": not self.usage,
+        }
         if self.usage:
             fields["prompt_tokens"] = self.usage.get("prompt_tokens")
             fields["completion_tokens"] = self.usage.get("completion_tokens")
@@ -396,8 +426,6 @@ class _Reply:
             # No usage from the provider: the context's own count stands in (the
             # completion is counted by usage_record).
             fields["prompt_tokens"] = prompt_tokens
-        if self.cut_off:
-            fields["cut_off"] = True
         if self.error is not None:
             fields["error_code"] = self.error.code
             fields["error_message"] = self.error.message
@@ -460,6 +488,7 @@ async def reply_stream(
     prompt_tokens: int | None = None,
     max_tokens: int | None = None,
     reserved: Reservation | None = None,
+    shrink: Shrinker | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the events of one assistant reply; `message` is the stored, streaming row.
 
@@ -470,7 +499,8 @@ async def reply_stream(
     the reply ends after `max_tokens` chunks of text (default CHAT_MAX_REPLY_TOKENS;
     each is a token or more), CHAT_MAX_REPLY_SECONDS in all, or LLM_INACTIVITY_TIMEOUT
     seconds without content. `reserved`: what the quota counted before (settled at
-    the end)."""
+    the end). A server that refuses the prompt as too long before any text (or
+    answers it with an empty body) is asked once more with what `shrink` gives."""
     loop = asyncio.get_running_loop()
     reply = _Reply(message, control, loop.time())
     coalescer, queue = reply.coalescer, reply.queue
@@ -478,6 +508,7 @@ async def reply_stream(
     rounds = tool_calls = 0
     budget = settings.CHAT_MAX_REPLY_TOKENS if max_tokens is None else max_tokens
     ends_at = loop.time() + settings.CHAT_MAX_REPLY_SECONDS
+    shrunk = False
     try:
         while True:
             pump = loop.create_task(
@@ -510,6 +541,26 @@ async def reply_stream(
                         yield reply.delta(piece)
                 if reply.status is None:
                     _check_bounds(reply, loop.time(), ends_at, budget)
+            refused = reply.error
+            if (
+                (
+                    isinstance(refused, ContextLengthExceeded)
+                    # llama-cpp-python answers a prompt over its window with an
+                    # empty body after its 200: taken as a refusal for length.
+                    or (isinstance(refused, UpstreamIncomplete) and refused.empty)
+                )
+                and shrink is not None
+                and not shrunk
+                and reply.text == message.content
+            ):
+                # Refused for length before any text: a dialogue is never dead.
+                shrunk = True
+                smaller = await shrink(getattr(refused, "window", None))
+                if smaller is not None:
+                    messages, max_tokens = smaller
+                    budget = max_tokens or budget
+                    reply.status, reply.error = None, None
+                    continue
             end = coalescer.flush(
                 loop.time(), wait=reply.status != Message.Status.STOPPED
             )
@@ -559,7 +610,7 @@ async def reply_stream(
 
     saved = await _finish(
         message,
-        reply.final_fields(prompt_tokens),
+        reply.final_fields(prompt_tokens, tools_ran=rounds > 0),
         with_images=rounds > 0,
         reserved=reserved,
     )

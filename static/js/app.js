@@ -283,6 +283,11 @@ function refreshActions() {
     if (!view) continue;
     const isReply = m === lastReply && !streaming;
     view.setActions({
+      // the model can go on from where a cut-off, failed or stopped reply ended
+      resume:
+        isReply &&
+        !!m.content &&
+        (m.cut_off || m.status === "failed" || m.status === "stopped" || m.status === "interrupted"),
       retry: isReply && (m.status === "failed" || m.status === "interrupted"),
       regenerate: isReply && (m.status === "complete" || m.status === "stopped"),
       edit: m === lastUser && !streaming && !m.pending && m.id != null,
@@ -609,6 +614,13 @@ function regenerate() {
   }
 }
 
+function resumeReply() {
+  if (!current) return;
+  if (!socket.send({ type: "reply.continue", dialogue: wireId(current) })) {
+    showAlert("warning", _("You are offline. Try again when the connection is back."));
+  }
+}
+
 function setEditing(messageId, files = []) {
   editing = messageId;
   editingAttachments = messageId ? files : [];
@@ -865,6 +877,8 @@ listEl.addEventListener("click", async (e) => {
     article.focus({ preventScroll: true });
   } else if (action === "retry" || action === "regenerate") {
     regenerate();
+  } else if (action === "continue") {
+    resumeReply();
   } else if (action === "report" && m) {
     reports.open(m);
   } else if (action === "edit" && m) {

@@ -57,6 +57,9 @@ export class MessageView {
           : "";
     error.textContent = errorText;
     error.classList.toggle("d-none", !errorText);
+    // Cut off at the token limit: the text is kept and Continue is offered.
+    const cut = el.querySelector(".msg-cut");
+    if (cut) cut.classList.toggle("d-none", !(message.cut_off && message.status !== "streaming"));
 
     if (assistant) {
       if (!this.renderer) this.renderer = new StreamRenderer(this.body);
@@ -130,8 +133,10 @@ export class MessageView {
     }
   }
 
-  setActions({ retry = false, regenerate = false, edit = false }) {
+  setActions({ retry = false, regenerate = false, edit = false, resume = false }) {
     this.el.querySelector(".msg-retry").classList.toggle("d-none", !retry);
+    const more = this.el.querySelector(".msg-continue");
+    if (more) more.classList.toggle("d-none", !resume);
     this.el.querySelector(".msg-regenerate").classList.toggle("d-none", !regenerate);
     this.el.querySelector(".msg-edit").classList.toggle("d-none", !edit);
   }

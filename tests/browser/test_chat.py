@@ -230,3 +230,47 @@ def test_refused_message_shows_an_alert_and_gives_the_text_back(page, site):
     assert not Message.objects.exists()
     page.click("#composer-alerts .btn-close")
     page.wait_for_selector("#composer-alerts .alert", state="detached")
+
+
+def test_a_cut_off_reply_says_so_and_continue_goes_on_in_the_same_message(
+    page, daphne_factory, fake_openai, static_root
+):
+    from conftest import fake_openai_env
+
+    from .conftest import Site
+
+    # given a site whose replies may write at most 5 tokens
+    fake_openai.configure(tps=200)
+    server = daphne_factory(
+        {
+            **fake_openai_env(fake_openai),
+            "STATIC_ROOT": str(static_root),
+            "CHAT_RATE_LIMIT_PER_MINUTE": "1000",
+            "CHAT_MAX_REPLY_TOKENS": "5",
+        }
+    )
+    site = Site(url=server.http_url, daphne=server, fake=fake_openai)
+    user = UserFactory(password=PASSWORD)
+    log_in(page, site, user.username)
+
+    # when a reply is cut at that limit
+    send(page, "Tell me all [[fake tokens=9]]")
+    page.wait_for_selector(".msg-assistant[data-status=complete]")
+    # then its text stays, the page says it was cut off and offers Continue
+    assert reply_text(page) == tokens(5)
+    assert page.locator(".msg-assistant .msg-cut").is_visible()
+    continue_button = page.locator(".msg-assistant .msg-continue")
+    assert continue_button.is_visible()
+    assert page.locator(".msg-assistant:not(.d-none)").count() == 1
+
+    # when Continue is pressed, the same message grows (the model goes on)
+    continue_button.click()
+    page.wait_for_function(
+        "() => (document.querySelector('.msg-assistant .msg-body')?.innerText || '')"
+        ".split(/\\s+/).length > 5"
+    )
+    page.wait_for_selector(".msg-assistant[data-status=complete]")
+    assert page.locator(".msg-assistant:not(.d-none)").count() == 1
+    stored = Message.objects.get(role="assistant")
+    assert stored.content.startswith(tokens(5))
+    assert len(stored.content.split()) > 5

@@ -67,13 +67,17 @@ class Fault:
 
 def parse_fault(value: str | None) -> Fault | None:
     """`http_429`, `http_500` (any `http_NNN`), `error_after:K`, `drop_after:K`,
-    `stall_after:K`, `end_after:K`, `ping_after:K`, `content_filter`."""
+    `stall_after:K`, `end_after:K`, `ping_after:K`, `context_length:N`,
+    `content_filter`."""
     if not value:
         return None
     if value.startswith("http_"):
         return Fault("http", status=int(value[5:]))
     if value == "content_filter":
         return Fault("content_filter")
+    if value.startswith("context_length:"):
+        # refuse a prompt over N tokens as a server with an N-token window does
+        return Fault("context_length", after=int(value.partition(":")[2]))
     kind, _, count = value.partition(":")
     if kind in FAULT_KINDS:
         return Fault(kind, after=int(count or 0))

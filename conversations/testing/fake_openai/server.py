@@ -418,6 +418,16 @@ class FakeOpenAI:
             )
         if fault is not None and fault.kind == "http":
             return _json_error(fault.status)
+        if fault is not None and fault.kind == "context_length":
+            prompt = count_prompt_tokens(body.get("messages") or [])
+            if prompt > fault.after:
+                return _json_error(
+                    400,
+                    message=f"This model's maximum context length is {fault.after} "
+                    f"tokens. However, you requested {prompt} tokens.",
+                    code="context_length_exceeded",
+                )
+            fault = None
 
         messages = body.get("messages") or []
         found = await received(messages)
