@@ -560,6 +560,7 @@ async def reply_stream(
                     messages, max_tokens = smaller
                     budget = max_tokens or budget
                     reply.status, reply.error = None, None
+                    reply.last_content = loop.time()  # a new request starts
                     continue
             end = coalescer.flush(
                 loop.time(), wait=reply.status != Message.Status.STOPPED

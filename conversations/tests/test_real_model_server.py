@@ -69,6 +69,8 @@ def use(settings, server, *, window: int = 2048, max_output: int = 48) -> None:
     settings.LLM_OUTPUT_RESERVE_TOKENS = 256
     settings.CHAT_MAX_REPLY_TOKENS = max_output
     settings.LLM_MAX_RETRIES = 0
+    # a long prompt on a busy two-core machine may take a while before its first token
+    settings.LLM_INACTIVITY_TIMEOUT = 240
     settings.IMAGE_TOOL_ENABLED = False
     settings.IMAGE_BASE_URL = settings.IMAGE_API_KEY = ""
 
