@@ -348,7 +348,7 @@ class OpenAIChatLLM:
         try:
             result = await self.client.chat.completions.create(
                 model=model,
-                messages=messages,
+                messages=messages,  # type: ignore[arg-type]  # plain dicts, as sent
                 max_tokens=max_tokens,  # type: ignore[arg-type]
             )
         except openai.APIStatusError as exc:
@@ -451,7 +451,7 @@ async def _sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 # json.loads' C scanner without its three Python layers: one call per token.
-_scan = json.JSONDecoder().scan_once
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__
 
 
 def _parse_chunk(
