@@ -36,16 +36,26 @@ PASSWORD = "correct-horse-battery-42"
 
 @pytest.fixture(autouse=True, scope="session")
 def _run_settings():
-    """The run's key and cache namespace (counters such as the sign-up throttle must
-    not carry over from an earlier run). Settings were read before this file:
-    pytest-django loads them first."""
+    """The run's key and Redis namespace, the daphne subprocesses' too (counters
+    such as the sign-up throttle must not carry over from an earlier run, and
+    events published here must reach those processes). Settings were read before
+    this file: pytest-django loads them first."""
     from django.conf import settings
 
+    prefix = os.environ["CHAT_LIVE_PREFIX"]
     caches = {
-        name: {**cache, "KEY_PREFIX": os.environ["CHAT_LIVE_PREFIX"]}
-        for name, cache in settings.CACHES.items()
+        name: {**cache, "KEY_PREFIX": prefix} for name, cache in settings.CACHES.items()
     }
-    with override_settings(SECRET_KEY=os.environ["DJANGO_SECRET_KEY"], CACHES=caches):
+    layers = {
+        name: {**layer, "CONFIG": {**layer.get("CONFIG", {}), "prefix": prefix}}
+        for name, layer in settings.CHANNEL_LAYERS.items()
+    }
+    with override_settings(
+        SECRET_KEY=os.environ["DJANGO_SECRET_KEY"],
+        CACHES=caches,
+        CHAT_LIVE_PREFIX=prefix,
+        CHANNEL_LAYERS=layers,
+    ):
         yield
 
 

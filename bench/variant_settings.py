@@ -35,30 +35,6 @@ if os.environ.get("BENCH_DB_THREADS"):
 
     channels.db.database_sync_to_async = _pooled
 
-if os.environ.get("BENCH_REAPER_OWN_ALIVE", "").lower() == "true":
-    # The proposed reaper fix: this process's own replies are never reaped.
-    def _patch_reaper() -> None:
-        from conversations.live import RedisStore
-
-        original = RedisStore.alive
-
-        async def alive(self, owners):
-            from conversations.services.workers import get_worker
-
-            return set(await original(self, owners)) | {get_worker().id}
-
-        RedisStore.alive = alive
-
-    import django.apps
-
-    _populate = django.apps.apps.populate
-
-    def populate(installed_apps=None):
-        _populate(installed_apps)
-        _patch_reaper()
-
-    django.apps.apps.populate = populate
-
 if os.environ.get("BENCH_AIOHTTP", "").lower() == "true":
     # The SDK's aiohttp transport instead of its default httpx2 one.
     import openai

@@ -3,6 +3,7 @@
 Served by daphne: `daphne chatsite.asgi:application`.
 """
 
+import gc
 import os
 import threading
 
@@ -23,7 +24,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from chatsite import lifecycle, serverperf  # noqa: E402
+from chatsite import lifecycle  # noqa: E402
 from chatsite.dbguard import DatabaseOutageGuard  # noqa: E402
 from chatsite.origins import SiteOriginValidator  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
@@ -43,13 +44,14 @@ application = ProtocolTypeRouter(
 
 def _warm_up() -> None:
     warm_up()
-    serverperf.freeze_heap()
+    # What the process keeps for its lifetime (Django, the tokenizer tables) leaves
+    # the cyclic collector's reach: a full collection would otherwise walk it all,
+    # pausing every stream of the process (bench/results/profile-summary.md).
+    gc.collect()
+    gc.freeze()
 
 
-# Load the tokenizer tables (0.5-1.5 s) off the request path, before the first reply;
-# then keep what the process holds for good out of the garbage collector's walks.
+# Load the tokenizer tables off the request path, before the first reply.
 threading.Thread(target=_warm_up, name="tokenizer-warm-up", daemon=True).start()
-# Cheaper frames through autobahn and twisted (chatsite/serverperf.py).
-serverperf.install()
 # Graceful shutdown on SIGTERM under daphne (chatsite/lifecycle.py).
 application = lifecycle.install(application)

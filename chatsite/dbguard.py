@@ -3,7 +3,7 @@
 The handshake reads the session and its user from the database (channels'
 `AuthMiddleware`); when PostgreSQL is away that raises and daphne would answer HTTP
 500. Instead the socket is accepted, told `{"type": "error", "code": "unavailable"}`
-and closed with 1013 (try again later), so clients retry rather than give up.
+and closed with 4013 (try again later), so clients retry rather than give up.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from conversations.exceptions import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
-TRY_AGAIN_LATER = 1013
+# RFC 6455's 1013 in the application range (docs/protocol.md): daphne's websocket
+# library refuses 1013 from a server.
+TRY_AGAIN_LATER = 4013
 
 
 class DatabaseOutageGuard:

@@ -6,7 +6,7 @@ handler once the reactor runs. On SIGTERM the process:
 
 1. stops listening, so the load balancer sends new connections to another process
    (nginx retries a refused connection on the next upstream);
-2. closes its websockets with 1012 (service restart) so clients reconnect elsewhere
+2. closes its websockets with 4012 (restarting) so clients reconnect elsewhere
    and resume there: the reply streams continue here and reach them through Redis.
    With the in-memory channel layer there is no elsewhere, so sockets stay until
    the end and see their replies finish;
@@ -36,7 +36,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SERVICE_RESTART = 1012  # RFC 6455 registry: "the server is restarting"
+# "The server is restarting" (docs/protocol.md): RFC 6455's 1012 in the application
+# range, since daphne closes through autobahn, which refuses 1012 from a server.
+SERVICE_RESTART = 4012
 # Close frames need a moment to leave before the reactor drops the connections.
 CLOSE_FLUSH_SECONDS = 0.5
 
@@ -50,11 +52,6 @@ def draining() -> bool:
 
 def open_websockets() -> int:
     return len(_sockets)
-
-
-# Scope key of the socket's autobahn protocol under daphne: dialogue frames are
-# written to it directly (conversations.consumers.ChatConsumer.deliver).
-WS_PROTOCOL = "chatsite.ws_protocol"
 
 
 class _TrackWebsockets:
@@ -72,43 +69,12 @@ class _TrackWebsockets:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": SERVICE_RESTART})
             return
-        protocol = getattr(send, "args", (None,))[0]  # daphne: partial(handle_reply, p)
-        if hasattr(protocol, "sendMessage") and hasattr(protocol, "STATE_OPEN"):
-            scope = {**scope, WS_PROTOCOL: protocol}
-        send = _with_any_close_code(send)
         key = id(scope)
         _sockets[key] = send
         try:
             await self.app(scope, receive, send)
         finally:
             _sockets.pop(key, None)
-
-
-def _with_any_close_code(send: Send) -> Send:
-    """Let the application close with any RFC 6455 code under daphne.
-
-    daphne closes through autobahn's `sendClose`, which raises for every code but 1000
-    and 3000-4999, so 1009 (too big) and 1012 (restart) would never reach the client.
-    Those go out through the protocol's `sendCloseFrame` instead.
-    """
-    # daphne's send is partial(Server.handle_reply, protocol).
-    protocol = getattr(send, "args", (None,))[0]
-    if not hasattr(protocol, "sendCloseFrame"):
-        return send
-
-    async def checked(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "websocket.close":
-            code = message.get("code") or 1000
-            if (
-                code != 1000
-                and not 3000 <= code <= 4999
-                and protocol.state == protocol.STATE_OPEN
-            ):
-                protocol.sendCloseFrame(code=code, isReply=False)
-                return
-        await send(message)
-
-    return checked
 
 
 async def close_websockets(code: int = SERVICE_RESTART) -> int:
@@ -132,8 +98,7 @@ def _stop_listening() -> int:
 
 
 def _cross_process_layer() -> bool:
-    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
-    return not backend.endswith("InMemoryChannelLayer")
+    return bool(settings.REDIS_URL)
 
 
 async def _replies_drain(grace: float) -> None:

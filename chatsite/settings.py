@@ -10,7 +10,7 @@ from pathlib import Path
 
 import environ
 
-from chatsite import redisconf, secretkey
+from chatsite import secretkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,8 @@ ALLOWED_HOSTS = env.list(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]
 )
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# The JSON API answers a failed CSRF check in JSON (conversations/api_views.py).
+CSRF_FAILURE_VIEW = "conversations.api_views.csrf_failure"
 
 INSTALLED_APPS = [
     "daphne",  # must precede staticfiles so `runserver` is the ASGI one
@@ -110,35 +112,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
-
-
-# redis-py's async pool fails at once past its cap (100 by default): size it for the load.
-# Namespace of the live keys in Redis (sites sharing one Redis need distinct ones).
+# Namespace of the chat's keys and channels in Redis (sites sharing one Redis need
+# distinct ones).
 CHAT_LIVE_PREFIX = env.str("CHAT_LIVE_PREFIX", default="cs")
-REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            # Pub/sub layer: ~0.3 ms per group_send against 1-4 ms for the list-based
-            # layer (STACK.md gotcha 3); fan-out to tabs is the hot path.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        # redis-py 8 defaults to 5 s and drops idle sockets (channels_redis#422).
-                        "socket_timeout": None,
-                        "max_connections": REDIS_MAX_CONNECTIONS,
-                        # Survive a Redis restart (chatsite/redisconf.py).
-                        "health_check_interval": redisconf.HEALTH_CHECK_INTERVAL,
-                        "retry": redisconf.redis_retry(),
-                    }
-                ],
-            },
-        }
+# Dialogue events, reply.stop and the live text of replies in flight all go through
+# the project's channel layer (conversations/realtime/): Redis with REDIS_URL, this
+# process's memory without (one process).
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "conversations.realtime.layer.ChatLayer",
+        "CONFIG": {
+            "url": REDIS_URL or None,
+            "prefix": CHAT_LIVE_PREFIX,
+            # Messages a socket may have waiting before new ones are dropped.
+            "capacity": 1000,
+        },
     }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+}
 # Counters every process must share (the sign-up throttle) live in Redis when it is set.
 if REDIS_URL:
     CACHES = {
@@ -207,7 +197,7 @@ _oss_endpoint = env.str("OSS_ENDPOINT", default="")
 if _oss_endpoint and "://" not in _oss_endpoint:
     _oss_endpoint = f"https://{_oss_endpoint}"
 if not _oss_endpoint and OSS_BUCKET and _oss_region:
-    # OSS's S3-compatible endpoint (STACK.md gotcha 9).
+    # OSS's S3-compatible endpoint (docs/stack-notes.md).
     _oss_endpoint = f"https://s3.oss-{_oss_region}.aliyuncs.com"
 # `or`, not default=: an empty AWS_* line copied from .env.example must not hide OSS_*.
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="") or OSS_BUCKET
@@ -250,7 +240,7 @@ if AWS_STORAGE_BUCKET_NAME:
                 # A client_config replaces django-storages' addressing_style and
                 # signature_version options, so both live here. OSS rejects the
                 # aws-chunked uploads boto3 sends by default: checksums only when
-                # required (STACK.md gotcha 9). With an IP endpoint (moto in tests)
+                # required (docs/stack-notes.md). With an IP endpoint (moto in tests)
                 # boto3 falls back to path style by itself.
                 "client_config": _BotoConfig(
                     s3={
@@ -344,7 +334,7 @@ DEMO_TOKENS_PER_SECOND = env.float("DEMO_TOKENS_PER_SECOND", default=40.0)
 # --- Chat limits -----------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=20)
-# Frames above this close the socket (1009); daphne itself refuses frames over 1 MiB.
+# Frames above this close the socket (4009); daphne itself refuses frames over 1 MiB.
 CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=256 * 1024)
 CHAT_DELTA_WINDOW_MS = env.int("CHAT_DELTA_WINDOW_MS", default=40)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)

@@ -22,6 +22,7 @@ from django.http import (
     JsonResponse,
 )
 from django.middleware.csrf import CsrfViewMiddleware
+from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt
 
 from .catalog import chat_models, default_model, provider_configured, resolve_model
@@ -56,6 +57,7 @@ STATUS = {
     "unavailable": 503,
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+API_PREFIX = "/api/"  # chatsite/urls.py
 log = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponseBase]
@@ -67,15 +69,16 @@ def _error(code: str, message: str, status: int, **extra: Any) -> JsonResponse:
     )
 
 
-class _CsrfCheck(CsrfViewMiddleware):
-    """Django's own CSRF check, answering in JSON instead of the HTML failure page."""
-
-    def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:  # type: ignore[override]
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """`CSRF_FAILURE_VIEW`: JSON for the API, Django's page everywhere else."""
+    if request.path.startswith(API_PREFIX):
         return _error("forbidden", f"CSRF check failed: {reason}", 403)
+    return django_csrf_failure(request, reason=reason)
 
 
 def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
-    check = _CsrfCheck(lambda r: HttpResponse())
+    """Django's own CSRF check (its failure answered by `csrf_failure`)."""
+    check = CsrfViewMiddleware(lambda r: HttpResponse())
     check.process_request(request)
     # A stand-in view: the real one is csrf_exempt, which the check would honour.
     return check.process_view(request, lambda r: HttpResponse(), (), {})

@@ -1,9 +1,11 @@
 """The chat socket (protocol.md): parses frames, calls services, relays dialogue events.
 
 Generation runs in tasks of the process's `Worker`, never in this handler, so
-`reply.stop` is read while a reply streams and replies outlive the socket. Dialogue
-events reach `deliver` straight from `conversations.fanout`, not through the channel
-layer.
+`reply.stop` is read while a reply streams and replies outlive the socket. The socket
+joins the channel-layer groups of the dialogues it shows (`realtime.Subscriptions`)
+and their events arrive at `chat_event`. Channels hands a consumer one message at a
+time, so events that come while a dialogue is being opened wait in the socket's
+channel until its `dialogue.state` has gone out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -20,13 +21,9 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import translation
 
-from chatsite import lifecycle
-
 from . import protocol as p
-from .backpressure import guard
+from . import realtime
 from .exceptions import ChatError, DatabaseUnavailable
-from .fanout import get_hub
-from .live import get_store, socket_admit
 from .serializers import dialogue_dict, message_dict
 from .services import messaging, replies, tree
 from .services.workers import accepting, get_worker
@@ -34,9 +31,12 @@ from .socket_sessions import CLOSE_CODE, get_watch
 
 log = logging.getLogger(__name__)
 
-MAX_SUBSCRIPTIONS = 50
 # The user has CHAT_MAX_SOCKETS_PER_USER sockets open already (docs/protocol.md).
 TOO_MANY_SOCKETS = 4429
+# Application close codes (docs/protocol.md): daphne closes through autobahn, which
+# refuses RFC 6455's 1009 and 1012 from a server application.
+CLOSE_TOO_BIG = 4009
+CLOSE_RESTARTING = 4012
 
 
 def socket_language(scope: dict[str, Any]) -> str:
@@ -56,27 +56,16 @@ def socket_language(scope: dict[str, Any]) -> str:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
-    # No channel-layer channel per socket (an alias that names no layer): events come
-    # through the fan-out hub, which costs a fraction per frame.
-    channel_layer_alias = "chatsite.fanout"
-
     async def connect(self) -> None:
-        self.subscriptions: OrderedDict[int, None] = OrderedDict()
-        self.floors: dict[int, int] = {}
-        # Events that arrive while a dialogue is being opened wait for its state.
-        self.held: list[tuple[int, int, bytes]] | None = None
-        self.ws_protocol = self.scope.get(lifecycle.WS_PROTOCOL)
-        self.slow = (
-            guard(self.ws_protocol, settings.CHAT_SOCKET_MAX_PENDING_BYTES)
-            if self.ws_protocol is not None
-            else None
+        self.subscriptions = realtime.Subscriptions(
+            self.channel_layer, self.channel_name
         )
         self.language = socket_language(self.scope)
         await self.accept()
         if not self.scope["user"].is_authenticated:
             await self.close(code=4401)
         elif not accepting():
-            await self.close(code=1012)  # restarting: reconnect to another process
+            await self.close(code=CLOSE_RESTARTING)  # reconnect to another process
         else:
             await get_worker().ensure_started()
             # Bound to its session: log-out, password change, deactivation, expiry.
@@ -85,7 +74,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await get_watch().add(self)
             # At most CHAT_MAX_SOCKETS_PER_USER sockets per user on all processes.
             member = f"{get_worker().id}:{uuid.uuid4().hex[:12]}"
-            if await socket_admit(
+            if await realtime.socket_admit(
                 self.user_id, member, settings.CHAT_MAX_SOCKETS_PER_USER
             ):
                 self.socket_member = member
@@ -96,9 +85,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_CODE)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """channels' dispatch, without its `aclose_old_connections` before every frame
-        (a thread hop each): this consumer reaches the database only through
-        `db_async`, whose pool threads recycle their own connections."""
+        """channels' dispatch, without its `aclose_old_connections` before every
+        message (a thread hop each, for every delta): this consumer reaches the
+        database only through `db_async`, whose threads recycle their connections."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -108,18 +97,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         member = getattr(self, "socket_member", None)
         if member is not None:
             self.socket_member = None
-            await get_store().socket_leave(self.user_id, member)
+            await realtime.get_store().socket_leave(self.user_id, member)
         get_watch().remove(self)
-        hub = get_hub()
-        for dialogue_id in getattr(self, "subscriptions", ()):
-            await hub.leave(dialogue_id, self)
-        self.subscriptions = OrderedDict()
+        subscriptions = getattr(self, "subscriptions", None)
+        if subscriptions is not None:
+            await subscriptions.leave_all()
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
     ) -> None:
         if text_data is not None and len(text_data) > settings.CHAT_MAX_FRAME_BYTES:
-            await self.close(code=1009)  # message too big
+            await self.close(code=CLOSE_TOO_BIG)
             return
         data: Any = None
         try:
@@ -155,38 +143,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_json(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(event, separators=(",", ":")))
 
-    async def subscribe(self, dialogue_id: int) -> None:
-        if dialogue_id in self.subscriptions:
-            self.subscriptions.move_to_end(dialogue_id)
-            return
-        hub = get_hub()
-        self.subscriptions[dialogue_id] = None
-        await hub.join(dialogue_id, self)
-        if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
-            oldest, _ = self.subscriptions.popitem(last=False)
-            await hub.leave(oldest, self)
+    async def chat_event(self, event: dict[str, Any]) -> None:
+        """A dialogue event from the channel layer (its frame already JSON); deltas
+        already in a `dialogue.state` this socket got are not sent again."""
+        if self.subscriptions.admit(event):
+            await self.base_send({"type": "websocket.send", "text": event["frame"]})
 
-    async def deliver(self, mid: int, seq: int, data: bytes) -> None:
-        """A dialogue event (fan-out hub); deltas already in a sent state are dropped.
-
-        Under daphne the frame goes straight to the socket's autobahn protocol (the
-        UTF-8 bytes as they came from Redis): the ASGI send path (session middleware,
-        daphne's reply dispatch, a str round trip) cost more per frame than the frame
-        itself. Elsewhere (tests, other servers) it takes the ASGI send."""
-        if self.held is not None:
-            self.held.append((mid, seq, data))
-            return
-        if mid:
-            floor = self.floors.get(mid)
-            if floor is not None and seq <= floor:
-                return
-        protocol = self.ws_protocol
-        if protocol is None:
-            await self.base_send({"type": "websocket.send", "text": data.decode()})
-        elif protocol.state == protocol.STATE_OPEN and (
-            self.slow is None or self.slow.admit(len(data))
-        ):
-            protocol.sendMessage(data, False)
+    async def chat_events(self, batch: dict[str, Any]) -> None:
+        """Dialogue events that waited together in this socket's channel."""
+        for event in batch["events"]:
+            await self.chat_event(event)
 
     # --- client frames -------------------------------------------------------------
 
@@ -194,21 +160,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "pong"})
 
     async def on_dialogue_open(self, data: dict[str, Any]) -> None:
-        self.held = []
-        try:
-            state, floors = await messaging.dialogue_open(
-                user=self.scope["user"],
-                dialogue_id=p.dialogue_id(data),
-                subscribe=self.subscribe,
-            )
-            if len(self.floors) > 200:
-                self.floors.clear()
-            self.floors.update(floors)
-            await self.send_json(state)
-        finally:
-            held, self.held = self.held, None
-            for mid, seq, data in held:
-                await self.deliver(mid, seq, data)
+        state, floors = await messaging.dialogue_open(
+            user=self.scope["user"],
+            dialogue_id=p.dialogue_id(data),
+            subscribe=self.subscriptions.join,
+        )
+        self.subscriptions.shown(floors)
+        await self.send_json(state)
 
     async def on_dialogue_history(self, data: dict[str, Any]) -> None:
         await self.send_json(
@@ -260,7 +218,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user=self.scope["user"],
             dialogue_id=p.dialogue_id(data),
             message_id=data.get("message"),
-            subscribe=self.subscribe,
+            subscribe=self.subscriptions.join,
         )
 
     async def on_reply_continue(self, data: dict[str, Any]) -> None:
@@ -274,7 +232,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_json(
                 {"type": "dialogue.created", "dialogue": dialogue_dict(turn.dialogue)}
             )
-        await self.subscribe(turn.dialogue.pk)
+        await self.subscriptions.join(turn.dialogue.pk)
         if turn.duplicate:
             assert turn.message is not None
             await self.send_json(

@@ -11,10 +11,9 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.functions import Concat, Greatest, Lower, StrIndex, Substr
 
-from attachments.selectors import attachments_prefetch
-
 from .exceptions import BadRequest, DialogueNotFound, PresetNotFound, ShareNotFound
 from .models import Dialogue, Message, Preset, Share, UsageDaily, UserQuota
+from .serializers import with_attachments, with_images
 
 
 def _check_dialogue_id(dialogue_id: Any) -> None:
@@ -113,7 +112,7 @@ def message_page(
     if before is not None:
         qs = qs.filter(id__lt=before)
     rows = list(
-        qs.order_by("-id").prefetch_related("images", attachments_prefetch())[
+        qs.order_by("-id").prefetch_related(with_images(), with_attachments())[
             : limit + 1
         ]
     )
@@ -158,7 +157,7 @@ def message_siblings(*, dialogue_id: int, messages: list[Message]) -> None:
 def message_find_by_client_id(*, user: Any, client_id: str) -> Message | None:
     return (
         Message.objects.select_related("dialogue")
-        .prefetch_related("images", attachments_prefetch())
+        .prefetch_related(with_images(), with_attachments())
         .filter(user=user, client_id=client_id)
         .first()
     )
@@ -344,7 +343,7 @@ def share_messages(*, share: Share) -> list[Message]:
     order = {pk: i for i, pk in enumerate(share.message_ids)}
     rows = Message.objects.filter(
         dialogue_id=share.dialogue_id, pk__in=list(order)
-    ).prefetch_related("images", attachments_prefetch())
+    ).prefetch_related(with_images(), with_attachments())
     return sorted(rows, key=lambda m: order[m.pk])
 
 

@@ -5,11 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Prefetch
 from django.urls import reverse
 
+from attachments.models import Attachment
 from attachments.serializers import attachment_dict
 
 from .models import Dialogue, Message
+
+# `message_dict` lists a message's pictures from this attribute, filled by the
+# `with_images()` prefetch (one query for a page of messages).
+IMAGES = "prefetched_images"
+
+
+def with_images() -> Prefetch:
+    return Prefetch("images", to_attr=IMAGES)
+
+
+def images_of(message: Message) -> list[Any]:
+    """The message's pictures as prefetched by `with_images()` (none without it)."""
+    images: list[Any] = getattr(message, IMAGES, [])
+    return images
+
+
+# ... and its attachments (without their document text) from this one.
+ATTACHMENTS = "prefetched_attachments"
+
+
+def with_attachments() -> Prefetch:
+    return Prefetch(
+        "attachments", queryset=Attachment.objects.defer("text"), to_attr=ATTACHMENTS
+    )
+
+
+def attachments_of(message: Message) -> list[Any]:
+    """The message's attachments as prefetched by `with_attachments()`."""
+    attachments: list[Any] = getattr(message, ATTACHMENTS, [])
+    return attachments
 
 
 def iso(value: datetime | None) -> str | None:
@@ -53,13 +85,13 @@ def message_dict(
     images: list[Any] | None = None,
     attachments: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """`images` and `attachments` may be passed when already loaded; else the
-    prefetch cache is used (nothing is queried here)."""
-    cache = getattr(message, "_prefetched_objects_cache", {})
+    """`images` and `attachments` may be passed when already loaded; else those of
+    the `with_images()` and `with_attachments()` prefetches (nothing is queried here:
+    none without them)."""
     if images is None:
-        images = list(cache["images"]) if "images" in cache else []
+        images = images_of(message)
     if attachments is None:
-        attachments = list(cache["attachments"]) if "attachments" in cache else []
+        attachments = attachments_of(message)
     usage = None
     if message.prompt_tokens is not None or message.completion_tokens is not None:
         usage = {

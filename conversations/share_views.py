@@ -33,6 +33,7 @@ from .selectors import (
     share_list_for_user,
     share_messages,
 )
+from .serializers import attachments_of, images_of
 from .services.shares import share_create, share_dict, share_revoke
 
 
@@ -53,7 +54,7 @@ def _private(response: HttpResponseBase) -> HttpResponseBase:
 
 def _item(share: Share, message: Message) -> dict[str, Any]:
     """What chat/_message.html needs, every image URL pointing through the link."""
-    image_ids = {i.pk for i in message.images.all() if i.storage_key}
+    image_ids = {i.pk for i in images_of(message) if i.storage_key}
 
     def image_src(image_id: int) -> str | None:
         if image_id not in image_ids:
@@ -69,7 +70,7 @@ def _item(share: Share, message: Message) -> dict[str, Any]:
             "width": i.width,
             "height": i.height,
         }
-        for i in message.images.all()
+        for i in images_of(message)
     ]
     attachments = [
         {
@@ -80,7 +81,7 @@ def _item(share: Share, message: Message) -> dict[str, Any]:
             "width": a.width,
             "height": a.height,
         }
-        for a in message.attachments.all()
+        for a in attachments_of(message)
     ]
     return {
         "message": message,

@@ -24,7 +24,7 @@ from .forms import SignUpForm
 from .models import Message
 from .rendering import render_markdown
 from .selectors import dialogue_get_for_user, message_page
-from .serializers import image_dict
+from .serializers import attachments_of, image_dict, images_of
 from .services.accounts import signup_throttle
 
 
@@ -114,6 +114,6 @@ def _first_paint(message: Message) -> dict[str, Any]:
         "message": message,
         "assistant": assistant,
         "html": render_markdown(message.content) if assistant else None,
-        "images": [image_dict(i) for i in message.images.all()],
-        "attachments": [attachment_dict(a) for a in message.attachments.all()],
+        "images": [image_dict(i) for i in images_of(message)],
+        "attachments": [attachment_dict(a) for a in attachments_of(message)],
     }

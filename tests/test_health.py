@@ -7,6 +7,11 @@ from conftest import free_port
 pytestmark = pytest.mark.django_db
 
 
+def layer_on(url: str | None) -> dict:
+    backend = "conversations.realtime.layer.ChatLayer"
+    return {"default": {"BACKEND": backend, "CONFIG": {"url": url}}}
+
+
 def test_healthz_reports_every_part_ok_without_login(client, settings):
     # given a working database, Redis and media folder (settings from the env)
 
@@ -24,8 +29,8 @@ def test_healthz_reports_every_part_ok_without_login(client, settings):
 
 
 def test_healthz_is_503_when_redis_does_not_answer(client, settings):
-    # given a Redis URL pointing at a closed port
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    # given a channel layer whose Redis URL points at a closed port
+    settings.CHANNEL_LAYERS = layer_on(f"redis://127.0.0.1:{free_port()}/0")
 
     # when
     response = client.get("/healthz")
@@ -37,11 +42,12 @@ def test_healthz_is_503_when_redis_does_not_answer(client, settings):
         "database": "ok",
         "redis": "error",
         "storage": "ok",
+        "events": {"dropped_events": 0, "refused_commands": 0},
     }
 
 
 def test_healthz_says_redis_not_configured_without_a_url(client, settings):
-    settings.REDIS_URL = ""
+    settings.CHANNEL_LAYERS = layer_on(None)
 
     response = client.get("/healthz")
 

@@ -15,7 +15,7 @@ from conftest import BASE_DIR
 def test_settings_say_nothing_about_a_missing_env_file(tmp_path):
     # given no .env next to manage.py (a copy of the settings in a fresh project dir)
     (tmp_path / "chatsite").mkdir()
-    for name in ("__init__.py", "settings.py", "redisconf.py", "secretkey.py"):
+    for name in ("__init__.py", "settings.py", "secretkey.py"):
         (tmp_path / "chatsite" / name).write_bytes(
             (BASE_DIR / "chatsite" / name).read_bytes()
         )

@@ -27,9 +27,9 @@ EDITABLE_FIELDS = frozenset({"title", "pinned", "model", "system_prompt"})
 
 
 def _broadcast(dialogue_id: int, event: dict[str, Any]) -> None:
-    from .. import live  # the engine's module; imported late to keep this one light
+    from .. import realtime  # imported late to keep this module light
 
-    live.broadcast_on_commit(dialogue_id, event)
+    realtime.broadcast_on_commit(dialogue_id, event)
 
 
 def _clean_title(title: object) -> str:

@@ -35,7 +35,15 @@ from django.urls import NoReverseMatch, reverse
 from attachments.selectors import attachments_prefetch
 
 from ..models import Dialogue, Message
-from ..serializers import dialogue_dict, iso, message_dict
+from ..serializers import (
+    attachments_of,
+    dialogue_dict,
+    images_of,
+    iso,
+    message_dict,
+    with_attachments,
+    with_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +83,7 @@ def _messages(dialogue_ids: list[int]) -> Iterator[Message]:
     return (
         Message.objects.filter(dialogue_id__in=dialogue_ids)
         .order_by("dialogue_id", "id")
-        .prefetch_related("images", attachments_prefetch())
+        .prefetch_related(with_images(), with_attachments())
         .iterator(chunk_size=CHUNK)
     )
 
@@ -116,8 +124,8 @@ def dialogues_export_csv(*, dialogues: Iterable[Dialogue]) -> bytes:
     writer.writerow(CSV_COLUMNS)
     for m in _messages(list(rows)):
         d = rows[m.dialogue_id]
-        images = " ".join(str(i.pk) for i in m.images.all())
-        attachments = " ".join(a.name for a in m.attachments.all())
+        images = " ".join(str(i.pk) for i in images_of(m))
+        attachments = " ".join(a.name for a in attachments_of(m))
         writer.writerow(
             [
                 _cell(v)

@@ -42,9 +42,9 @@ from ..exceptions import (
     TooLong,
     Unavailable,
 )
-from ..live import get_store
 from ..models import Dialogue, Message
-from ..serializers import dialogue_dict, message_dict
+from ..realtime import get_store, snapshot
+from ..serializers import dialogue_dict, message_dict, with_images
 from .usage import quota_check, quota_reserve
 from .workers import dialogue_lock, get_worker
 
@@ -479,7 +479,7 @@ async def reply_continue(*, user: Any, dialogue_id: Any) -> Turn:
 @db_async
 def message_reload(message: Message) -> Message:
     """The message as stored now, with its pictures."""
-    return Message.objects.prefetch_related("images").get(pk=message.pk)
+    return Message.objects.prefetch_related(with_images()).get(pk=message.pk)
 
 
 @db_async
@@ -534,12 +534,11 @@ async def _dialogue_open(
     await subscribe(dialogue.pk)
     messages, has_more = await db_async(selectors.message_page)(dialogue=dialogue)
     floors: dict[int, int] = {}
-    store = get_store()
     for i, message in enumerate(messages):
         if message.status != Message.Status.STREAMING:
             continue
         try:
-            snap = await store.snapshot(message.pk)
+            snap = await snapshot(message.pk)
         except Exception:  # a damaged or unreachable live state: the row stands
             log.warning("no live state for message %s", message.pk, exc_info=True)
             snap = None

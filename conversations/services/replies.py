@@ -3,7 +3,7 @@
 `turn_begin` announces the user's message and spawns the task on the process's
 `Worker` (services/workers.py); the task builds the context, iterates `reply_stream`
 (services/streaming.py) and publishes each event to the dialogue's sockets
-(conversations/live.py), then names the dialogue. An image request renders its
+(conversations/realtime/), then names the dialogue. An image request renders its
 picture instead. Nothing here parses frames or knows about sockets.
 """
 
@@ -31,10 +31,10 @@ from ..asyncdb import db_async
 from ..catalog import ModelSpec, resolve_model
 from ..counting import estimate_observe
 from ..exceptions import BadRequest, ChatError, QuotaExceeded, TooLong
-from ..live import broadcast, get_store, publish_delta
 from ..llm import ChatLLM, get_llm
 from ..models import Dialogue, Message
-from ..serializers import dialogue_dict, message_dict
+from ..realtime import broadcast, get_store, publish_delta
+from ..serializers import dialogue_dict, message_dict, with_images
 from .messaging import Turn, message_reload, send_gate
 from .streaming import FinalSaveFailed, ReplyControl, reply_stream
 from .usage import quota_reserve_image, quota_reserve_tokens, usage_refund_image
@@ -317,7 +317,7 @@ async def _refuse(reply: Message, exc: ChatError) -> None:
             worker="",
             updated_at=timezone.now(),
         )
-        return Message.objects.prefetch_related("images").get(pk=reply.pk)
+        return Message.objects.prefetch_related(with_images()).get(pk=reply.pk)
 
     await _announce_failed(await db_async(fail)())
 

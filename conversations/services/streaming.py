@@ -25,6 +25,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
+from .. import serializers
 from ..asyncdb import db_async
 from ..exceptions import ContextLengthExceeded, LLMError, UpstreamIncomplete
 from ..llm import ChatLLM, LLMChunk
@@ -283,14 +284,16 @@ def _finish_sync(
             pk=message.pk, status=Message.Status.STREAMING
         ).update(**fields, worker="", updated_at=now)
         if not updated:
-            return Message.objects.prefetch_related("images").get(pk=message.pk)
+            return Message.objects.prefetch_related(serializers.with_images()).get(
+                pk=message.pk
+            )
         saved = copy.copy(message)
         for name, value in fields.items():
             setattr(saved, name, value)
         saved.worker, saved.updated_at = "", now
         usage_record(message=saved, reserved=reserved)
     if with_images:
-        prefetch_related_objects([saved], "images")
+        prefetch_related_objects([saved], serializers.with_images())
     return saved
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .. import live, selectors
+from .. import realtime, selectors
 from ..asyncdb import db_async
 from ..exceptions import BadRequest, Busy, MessageNotFound
 from ..models import Dialogue, Message
@@ -103,4 +103,4 @@ async def branch_show(
     )
     dialogue_pk = event["dialogue"]["id"]
     await subscribe(dialogue_pk)
-    await live.broadcast(dialogue_pk, event)
+    await realtime.broadcast(dialogue_pk, event)

@@ -16,9 +16,9 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from ..asyncdb import db_async
-from ..live import WORKER_TTL, broadcast, get_store
 from ..models import Message
-from ..serializers import message_dict
+from ..realtime import WORKER_TTL, broadcast, get_store, send_control, snapshot
+from ..serializers import message_dict, with_images
 from .streaming import INTERRUPTED_MESSAGE, ReplyControl, _finish_sync
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,10 @@ class Worker:
         if local is not None:
             local[0].stop(seq)
             return True
-        snap = await get_store().snapshot(message_id)
+        snap = await snapshot(message_id)
         if snap is None or snap.done or not snap.owner:
             return False
-        layer = get_channel_layer()
-        assert layer is not None
-        await layer.send(
+        await send_control(
             snap.owner, {"type": "reply.stop", "message_id": message_id, "seq": seq}
         )
         return True
@@ -168,7 +166,7 @@ def _mark_interrupted(
         pk=message_id, status=Message.Status.STREAMING
     ).update(**fields):
         return None
-    return Message.objects.prefetch_related("images").get(pk=message_id)
+    return Message.objects.prefetch_related(with_images()).get(pk=message_id)
 
 
 async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
@@ -204,7 +202,7 @@ async def replies_reap(*, worker: Worker, only: list[int] | None = None) -> int:
     for message_id, owner, dialogue_id, _updated in candidates:
         if owner in alive:
             continue
-        snap = await store.snapshot(message_id)
+        snap = await snapshot(message_id)
         try:
             message = await _mark_interrupted(
                 message_id, snap.text if snap else None, snap.seq if snap else None

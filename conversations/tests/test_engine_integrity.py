@@ -12,8 +12,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from conversations.live import get_store
 from conversations.models import Message
+from conversations.realtime import get_store
 from conversations.services.streaming import MAX_DELTA_CHARS, clean_text, split_delta
 from conversations.services.workers import finals_flush, get_worker, replies_reap
 from tests.factories import DialogueFactory, MessageFactory

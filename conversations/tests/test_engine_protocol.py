@@ -400,7 +400,7 @@ async def test_a_frame_over_the_limit_closes_the_socket(user, socket_for, settin
     async with socket_for(user) as ws:
         await ws.send_text(json.dumps(send_frame("x" * 2000)))
         closed = await ws.c.receive_output(timeout=2)
-    assert closed == {"type": "websocket.close", "code": 1009}
+    assert closed == {"type": "websocket.close", "code": 4009}
 
 
 async def test_anonymous_socket_is_closed_with_4401(db):

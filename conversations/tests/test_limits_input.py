@@ -12,8 +12,9 @@ from django.test import Client
 
 from chatsite.logging import RepeatFilter
 from conversations.exceptions import RateLimited
-from conversations.live import MemoryStore, RedisStore
 from conversations.models import Dialogue, Flag, Message
+from conversations.realtime.resp import Address, Connection
+from conversations.realtime.store import MemoryStore, RedisStore
 from conversations.services.usage import rate_limit_hit, sliding_window_retry
 from tests.factories import DialogueFactory, MessageFactory
 
@@ -140,7 +141,7 @@ async def test_send_rate_limit_is_a_sliding_window_across_a_minute_boundary(
 ):
     if kind == "redis":
         url = settings.REDIS_URL or "redis://127.0.0.1:6379/0"
-        store = RedisStore(url, settings.CHAT_LIVE_PREFIX)
+        store = RedisStore(Connection(Address.from_url(url)), settings.CHAT_LIVE_PREFIX)
     else:
         store = MemoryStore()
     key = f"send:test-{kind}-{datetime.now(UTC).timestamp()}"

@@ -64,7 +64,7 @@ async def test_a_user_has_at_most_the_socket_cap_open(user, other_user, settings
 
 
 async def test_sockets_of_a_dead_process_do_not_count(user, settings):
-    from conversations.live import get_store, socket_admit
+    from conversations.realtime import get_store, socket_admit
 
     settings.CHAT_MAX_SOCKETS_PER_USER = 2
     store = get_store()

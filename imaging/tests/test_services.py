@@ -227,7 +227,7 @@ def test_render_of_an_image_deleted_meanwhile_leaves_no_file(
 
 
 def test_uploads_to_s3_are_not_aws_chunked(s3_storage):
-    # OSS rejects aws-chunked uploads (STACK.md gotcha 9); the client config must not
+    # OSS rejects aws-chunked uploads (docs/stack-notes.md); the client config must not
     # produce them. Watch the real request headers of an upload.
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage

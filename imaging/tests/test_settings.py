@@ -12,7 +12,7 @@ import json
 import django
 django.setup()
 from django.conf import settings
-from django.core.files.storage import default_storage
+from django.core.files.storage import storages
 
 options = settings.STORAGES["default"].get("OPTIONS", {})
 config = options.get("client_config")
@@ -20,8 +20,7 @@ result = {
     "backend": settings.STORAGES["default"]["BACKEND"],
     "options": {k: v for k, v in options.items() if k != "client_config"},
 }
-default_storage._setup()
-result["storage_class"] = type(default_storage._wrapped).__name__
+result["storage_class"] = type(storages["default"]).__name__
 if config is not None:
     result["config"] = {
         "s3": config.s3,
@@ -30,7 +29,7 @@ if config is not None:
         "response_checksum_validation": config.response_checksum_validation,
     }
     # Signing a URL needs no network: it shows the addressing and signature really used.
-    result["url"] = default_storage.url("images/2026/01/abc.png")
+    result["url"] = storages["default"].url("images/2026/01/abc.png")
 print(json.dumps(result))
 """
 

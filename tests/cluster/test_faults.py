@@ -186,7 +186,7 @@ async def test_a_long_outage_loses_no_text_and_answers_unavailable(fault_cluster
     assert failed["message"]["error"]["code"] == "unavailable"
     assert refused["code"] == "unavailable"
     assert greeting["type"] == "error" and greeting["code"] == "unavailable"
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4013
     assert completed["message"]["content"] == tokens_text(60)
     assert message.status == "complete" and message.content == tokens_text(60)
 
@@ -239,7 +239,7 @@ async def test_socket_churn_while_replies_stream_leaks_no_tasks_or_memory(
         assert a["rss_kb"] - b["rss_kb"] < 40 * 1024, (b, a)
 
 
-async def test_sigterm_lets_the_reply_finish_and_moves_clients_with_1012(fault_cluster):
+async def test_sigterm_lets_the_reply_finish_and_moves_clients_with_4012(fault_cluster):
     # given a short reply streaming on backend 1
     cluster = fault_cluster.cluster
     user, cookie = await _user_and_cookie()
@@ -252,13 +252,14 @@ async def test_sigterm_lets_the_reply_finish_and_moves_clients_with_1012(fault_c
     started = time.monotonic()
     os.kill(cluster.backends[1].pid, signal.SIGTERM)
     try:
-        # then the socket is closed with 1012 at once, the reply still completes,
+        # then the socket is closed with 4012 (restarting) at once, the reply
+        # still completes,
         # and the process exits after it, within the grace period
         from websockets.exceptions import ConnectionClosed
 
         with pytest.raises(ConnectionClosed) as closed:
             await client.until("never", timeout=5)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4012
         exited = await asyncio.to_thread(cluster.wait_backend_exit, 1, 15)
         message = await _wait_final(dialogue_id, timeout=10)
 

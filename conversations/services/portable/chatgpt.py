@@ -85,7 +85,8 @@ def _conversation(conv: Any, n: int) -> PortableDialogue | str:
     """A dialogue, or the reason to skip the conversation."""
     if not isinstance(conv, dict):
         raise ImportFileInvalid(f"Conversation {n} is not a JSON object.")
-    title = conv.get("title") if isinstance(conv.get("title"), str) else ""
+    raw_title = conv.get("title")
+    title = raw_title if isinstance(raw_title, str) else ""
     where = f"Conversation {n} (“{title or 'untitled'}”)"
     mapping = conv.get("mapping")
     if not isinstance(mapping, dict):

@@ -296,7 +296,7 @@ def parse_chatsite(data: dict[str, Any]) -> Parsed:
     )
     raw = top.items("messages")
     keys: set[str] = set()
-    v1_rows: list[tuple[int, str, bool]] = []
+    v1_rows: list[tuple[Any, str, bool]] = []
     for i, obj in enumerate(raw, 1):
         r = _Reader(obj, f"Message {i}")
         pk = r.number("id", optional=False)

@@ -1,64 +1,29 @@
-"""State that every server process must see: the text of replies in flight, locks,
-rate windows and which processes are alive. Redis when `REDIS_URL` is set, process
-memory otherwise (one process). Also the events sent to a dialogue's sockets
-(through `conversations.fanout`).
+"""State every server process must see: the text of replies in flight, locks, rate
+windows and which processes are alive. In Redis over the layer's command connection
+of the running loop (one connection carries events and state alike), or in this
+process's memory without Redis (one process).
+
+Keys: `<prefix>:s:<id>` a hash {q: seq, o: owner, d: done} and `<prefix>:s:<id>:t`
+its text; `<prefix>:l:*` locks; `<prefix>:r:*` rate windows; `<prefix>:w:<worker>`
+process heartbeats.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import math
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from asgiref.sync import async_to_sync
-from django.conf import settings
-from django.db import transaction
-
-from chatsite import redisconf
-
-from .fanout import get_hub
-
-log = logging.getLogger(__name__)
+from .resp import Connection
 
 STREAM_TTL = (
     3600  # a reply's live text outlives any stream; finished ones expire sooner
 )
 FINISHED_TTL = 120
 WORKER_TTL = 15
-
-
-def _text(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"))
-
-
-async def broadcast(dialogue_id: int, event: dict[str, Any]) -> None:
-    """Send an event to every socket showing the dialogue, on every process."""
-    await get_hub().publish(dialogue_id, _text(event))
-
-
-async def publish_delta(event: dict[str, Any]) -> None:
-    """Record a `reply.delta` in the live text, then send it to the dialogue's sockets:
-    one pipelined script per frame, not awaited (its order among the dialogue's
-    events is kept; a later awaited event waits for it)."""
-    await get_hub().publish(
-        event["dialogue"],
-        _text(event),
-        mid=event["message_id"],
-        seq=event["seq"],
-        delta=event["delta"],
-        wait=False,
-    )
-
-
-def broadcast_on_commit(dialogue_id: int, event: dict[str, Any]) -> None:
-    """From sync code: send once the surrounding transaction commits (never a phantom)."""
-    transaction.on_commit(lambda: async_to_sync(broadcast)(dialogue_id, event))
 
 
 @dataclass(slots=True)
@@ -111,10 +76,11 @@ class MemoryStore:
         self.streams[message_id] = Snapshot("", 0, owner, False)
         self.expiry.pop(("s", message_id), None)
 
-    async def stream_append(self, message_id: int, seq: int, delta: str) -> None:
-        snap = self.streams[message_id]
-        snap.text += delta
-        snap.seq = seq
+    def stream_append(self, message_id: int, seq: int, delta: str) -> None:
+        snap = self.streams.get(message_id)
+        if snap is not None:
+            snap.text += delta
+            snap.seq = seq
 
     async def stream_finish(self, message_id: int) -> None:
         if snap := self.streams.get(message_id):
@@ -187,85 +153,45 @@ class MemoryStore:
         self.parked.pop(message_id, None)
 
 
-_UNLOCK = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
-
 class RedisStore:
-    """Keys: `cs:s:<id>` a hash {q: seq, o: owner, d: done} and `cs:s:<id>:t` its text;
-    `cs:l:*` locks;
-    `cs:r:*` rate windows; `cs:w:<worker>` process heartbeats."""
+    """The live store on one command connection (the running loop's)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+    def __init__(self, redis: Connection, prefix: str) -> None:
+        self.redis = redis
         self.p = prefix
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
 
-    @property
-    def r(self) -> Any:
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.from_url(
-                self.url,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                max_connections=settings.REDIS_MAX_CONNECTIONS,
-                health_check_interval=redisconf.HEALTH_CHECK_INTERVAL,
-                retry=redisconf.redis_retry(),
-                decode_responses=False,
-            )
-            self._clients[loop] = client
-        return client
-
-    async def _call(self, *args: Any) -> Any:
-        """A command on this loop's fan-out connection (conversations.fanout):
-        pipelined, no pool checkout; the store's hot commands go this way."""
-        from .fanout import RedisHub
-
-        hub = get_hub()
-        assert isinstance(hub, RedisHub)
-        return await hub.call(*args)
+    def stream_key(self, message_id: int) -> bytes:
+        return f"{self.p}:s:{message_id}".encode()
 
     async def stream_start(self, message_id: int, owner: str) -> None:
-        await self._call(
-            "EVAL", _START, 1, f"{self.p}:s:{message_id}", owner, STREAM_TTL
+        await self.redis.call(
+            "EVAL", START, 1, self.stream_key(message_id), owner, STREAM_TTL
         )
 
     async def stream_finish(self, message_id: int) -> None:
         # Only a stream that started is marked done: never create a key for one that
         # didn't (ids can come back, e.g. in a fresh test database).
-        await self._call("EVAL", _FINISH, 1, f"{self.p}:s:{message_id}", FINISHED_TTL)
+        await self.redis.call(
+            "EVAL", FINISH, 1, self.stream_key(message_id), FINISHED_TTL
+        )
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
-        key = f"{self.p}:s:{message_id}"
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(key)
-            pipe.get(f"{key}:t")
-            data, text = await pipe.execute()
-        if not data:
+        reply = await self.redis.call("EVAL", SNAPSHOT, 1, self.stream_key(message_id))
+        if not reply:
             return None
+        seq, owner, done, text = reply
         return Snapshot(
-            (text or b"").decode(errors="replace"),
-            int(data.get(b"q", 0)),
-            data.get(b"o", b"").decode(),
-            data.get(b"d", b"0") == b"1",
+            text.decode(errors="replace"), int(seq), owner.decode(), done == b"1"
         )
 
     async def lock(self, key: str, token: str, ttl: float) -> bool:
-        reply = await self._call(
+        reply = await self.redis.call(
             "SET", f"{self.p}:l:{key}", token, "NX", "PX", int(ttl * 1000)
         )
         return reply is not None
 
     async def unlock(self, key: str, token: str) -> None:
-        await self._call("EVAL", _UNLOCK, 1, f"{self.p}:l:{key}", token)
+        await self.redis.call("EVAL", UNLOCK, 1, f"{self.p}:l:{key}", token)
 
     async def rate_hit(
         self, key: str, limit: int, window: int, now: float | None = None
@@ -273,9 +199,9 @@ class RedisStore:
         """A sliding window over every process: the hits of the last `window`
         seconds are a sorted set; returns 0 (counted) or the seconds to wait."""
         now_ms = int((time.time() if now is None else now) * 1000)
-        wait_ms = await self._call(
+        wait_ms = await self.redis.call(
             "EVAL",
-            _RATE,
+            RATE,
             1,
             f"{self.p}:r:{key}",
             now_ms,
@@ -288,29 +214,29 @@ class RedisStore:
     async def socket_join(self, user_id: int, member: str, cap: int) -> bool:
         """Add the socket to the user's set unless it holds `cap` already (every
         process counts in the same set)."""
-        added = await self._call(
-            "EVAL", _SOCKET_JOIN, 1, f"{self.p}:k:{user_id}", cap, member
+        added = await self.redis.call(
+            "EVAL", SOCKET_JOIN, 1, f"{self.p}:k:{user_id}", cap, member
         )
         return bool(added)
 
     async def socket_leave(self, user_id: int, member: str) -> None:
-        await self._call("SREM", f"{self.p}:k:{user_id}", member)
+        await self.redis.call("SREM", f"{self.p}:k:{user_id}", member)
 
     async def socket_members(self, user_id: int) -> list[str]:
-        members = await self._call("SMEMBERS", f"{self.p}:k:{user_id}")
+        members = await self.redis.call("SMEMBERS", f"{self.p}:k:{user_id}")
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members or ()]
 
     async def heartbeat(self, worker: str) -> None:
-        await self.r.set(f"{self.p}:w:{worker}", 1, ex=WORKER_TTL)
+        await self.redis.call("SET", f"{self.p}:w:{worker}", 1, "EX", WORKER_TTL)
 
     async def alive(self, workers: list[str]) -> set[str]:
         if not workers:
             return set()
-        values = await self.r.mget([f"{self.p}:w:{w}" for w in workers])
+        values = await self.redis.call("MGET", *(f"{self.p}:w:{w}" for w in workers))
         return {w for w, v in zip(workers, values, strict=True) if v is not None}
 
     async def forget_worker(self, worker: str) -> None:
-        await self.r.delete(f"{self.p}:w:{worker}")
+        await self.redis.call("DEL", f"{self.p}:w:{worker}")
 
     # `cs:finals`: {message id: {"dialogue", "fields"}} the database refused, kept
     # (no expiry) until it takes them.
@@ -318,29 +244,44 @@ class RedisStore:
         self, message_id: int, dialogue_id: int, fields: dict[str, Any]
     ) -> None:
         payload = json.dumps({"dialogue": dialogue_id, "fields": fields})
-        await self.r.hset(f"{self.p}:finals", str(message_id), payload)
+        await self.redis.call("HSET", f"{self.p}:finals", str(message_id), payload)
 
     async def finals(self) -> dict[int, tuple[int, dict[str, Any]]]:
-        raw = await self.r.hgetall(f"{self.p}:finals")
+        raw = await self.redis.call("HGETALL", f"{self.p}:finals") or []
         parked = {}
-        for key, value in raw.items():
+        for key, value in zip(raw[::2], raw[1::2], strict=True):
             data = json.loads(value)
             parked[int(key)] = (int(data["dialogue"]), data["fields"])
         return parked
 
     async def final_done(self, message_id: int) -> None:
-        await self.r.hdel(f"{self.p}:finals", str(message_id))
+        await self.redis.call("HDEL", f"{self.p}:finals", str(message_id))
 
 
-_START = """
+START = """
 redis.call('del', KEYS[1])
 redis.call('hset', KEYS[1], 'q', 0, 'o', ARGV[1], 'd', 0)
 redis.call('expire', KEYS[1], ARGV[2])
 return redis.call('set', KEYS[1] .. ':t', '', 'EX', ARGV[2])
 """
+FINISH = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], 'd', 1)
+redis.call('expire', KEYS[1], ARGV[1])
+return redis.call('expire', KEYS[1] .. ':t', ARGV[1])
+"""
+SNAPSHOT = """
+local state = redis.call('hmget', KEYS[1], 'q', 'o', 'd')
+if not state[1] then return nil end
+return {state[1], state[2], state[3], redis.call('get', KEYS[1] .. ':t') or ''}
+"""
+UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 # Sliding window: drop hits older than the window; below the limit add this one,
 # else return the milliseconds until the oldest hit that counts leaves the window.
-_RATE = """
+RATE = """
 local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('zremrangebyscore', KEYS[1], '-inf', now - window)
 local n = redis.call('zcard', KEYS[1])
@@ -352,45 +293,18 @@ end
 local oldest = redis.call('zrange', KEYS[1], n - limit, n - limit, 'WITHSCORES')
 return tonumber(oldest[2]) + window - now
 """
-
-_SOCKET_JOIN = """
+SOCKET_JOIN = """
 if redis.call('scard', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 return redis.call('sadd', KEYS[1], ARGV[2]) + 1
 """
-
-_FINISH = """
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-redis.call('hset', KEYS[1], 'd', 1)
-redis.call('expire', KEYS[1], ARGV[1])
-return redis.call('expire', KEYS[1] .. ':t', ARGV[1])
+# Append a delta to the live text (hash `q` = seq, `<key>:t` = text) and publish it in
+# one step: a reader of the live text never misses a delta published after its read.
+# A stream whose key vanished (Redis restarted) is not recreated from a middle piece:
+# readers then fall back to the database checkpoint.
+APPEND_PUBLISH = b"""
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'q', ARGV[2])
+  redis.call('append', KEYS[1] .. ':t', ARGV[1])
+end
+return redis.call('publish', KEYS[2], ARGV[3])
 """
-
-
-async def socket_admit(user_id: int, member: str, cap: int) -> bool:
-    """Count a socket of the user on every process; False when `cap` are open. A
-    full set is checked once for sockets of processes that died (their members
-    start with the process's id) before the socket is refused."""
-    store = get_store()
-    if await store.socket_join(user_id, member, cap):
-        return True
-    members = await store.socket_members(user_id)
-    workers = sorted({m.split(":", 1)[0] for m in members})
-    alive = await store.alive(workers)
-    dead = [m for m in members if m.split(":", 1)[0] not in alive]
-    for stale in dead:
-        await store.socket_leave(user_id, stale)
-    return bool(dead) and await store.socket_join(user_id, member, cap)
-
-
-_store: LiveStore | None = None
-
-
-def get_store() -> LiveStore:
-    global _store
-    if _store is None:
-        _store = (
-            RedisStore(settings.REDIS_URL, settings.CHAT_LIVE_PREFIX)
-            if settings.REDIS_URL
-            else MemoryStore()
-        )
-    return _store
