@@ -77,7 +77,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if await realtime.socket_admit(
                 self.user_id, member, settings.CHAT_MAX_SOCKETS_PER_USER
             ):
-                self.socket_member = member
+                self.socket_member: str | None = member
             else:
                 await self.close(code=TOO_MANY_SOCKETS, reason="too many sockets")
 
