@@ -265,7 +265,7 @@ async def _render(
         )
     except GeneratedImage.DoesNotExist:
         image.status = GeneratedImage.Status.FAILED
-        image.error_code, image.error_message = failure.code, failure.message
+        image.error_code, image.error_message = failure.code, str(failure.message)
     return image
 
 
