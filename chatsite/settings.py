@@ -367,11 +367,6 @@ CHAT_MAX_REPLY_SECONDS = env.float("CHAT_MAX_REPLY_SECONDS", default=300.0)
 CHAT_MAX_TOOL_CALLS = env.int("CHAT_MAX_TOOL_CALLS", default=3)
 # Open sockets per user on all processes; one more is closed with 4429.
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=30)
-# A socket whose client stops reading is dropped once this much more is written
-# while its TCP buffer is full (conversations/backpressure.py); it resumes on reconnect.
-CHAT_SOCKET_MAX_PENDING_BYTES = env.int(
-    "CHAT_SOCKET_MAX_PENDING_BYTES", default=1024 * 1024
-)
 # Socket reads (dialogue.open, dialogue.history) of one user running at once per
 # process: a flood of them waits behind its own work, not everyone's.
 CHAT_USER_READS = env.int("CHAT_USER_READS", default=2)

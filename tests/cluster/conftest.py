@@ -197,6 +197,8 @@ def fault_cluster(
             "STATIC_ROOT": str(root / "static"),
             "MEDIA_ROOT": str(root / "media"),
             "CHAT_RATE_LIMIT_PER_MINUTE": "10000",
+            # the churn test opens 50 sockets at once for one user, beside 4 senders
+            "CHAT_MAX_SOCKETS_PER_USER": "100",
             "CHAT_SHUTDOWN_GRACE_SECONDS": "5",
             "DATABASE_CONNECT_TIMEOUT": "2",
             # a final save gives up (and waits in Redis) after 5 s of outage
