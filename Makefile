@@ -47,10 +47,13 @@ run: $(VENV)/.installed ## set up and serve the site on http://127.0.0.1:8000 (P
 	@echo
 	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
 
+# Debian packages the tests use: chromium (browser tests), gettext (the translation
+# catalogue test runs makemessages), a CJK font (the demo picture's Chinese banner).
 browser-deps:
-	@command -v chromium >/dev/null || { echo "installing Debian's chromium"; \
-	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null || \
-	  { echo "could not install chromium (need root or: sudo apt-get install chromium)"; exit 1; }; }
+	@{ command -v chromium && command -v xgettext && fc-list | grep -qi wqy; } >/dev/null 2>&1 || \
+	  { echo "installing Debian's chromium, gettext and fonts-wqy-microhei"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium gettext fonts-wqy-microhei) >/dev/null || \
+	  { echo "could not install them (need root or: sudo apt-get install chromium gettext fonts-wqy-microhei)"; exit 1; }; }
 
 llama: ## the real model server the tests use (deploy/llama-setup.sh; ~15 min the first time)
 	bash deploy/llama-setup.sh >/dev/null
