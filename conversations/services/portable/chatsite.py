@@ -209,32 +209,29 @@ class _Reader:
         return value
 
 
+def _data_in(obj: dict[str, Any], where: str) -> bytes | None:
+    """The file's bytes from its optional base64 `data` field."""
+    data = obj.get("data")
+    if data is None:
+        return None
+    if not isinstance(data, str):
+        raise ImportFileInvalid(f"{where}: “data” must be base64 text.")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImportFileInvalid(f"{where}: “data” is not valid base64.") from None
+
+
 def _attachment_in(obj: Any, where: str) -> PortableAttachment:
     r = _Reader(obj, where)
-    data = r.obj.get("data")
-    raw = None
-    if data is not None:
-        if not isinstance(data, str):
-            raise ImportFileInvalid(f"{where}: “data” must be base64 text.")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImportFileInvalid(f"{where}: “data” is not valid base64.") from None
+    raw = _data_in(r.obj, where)
     return PortableAttachment(name=r.text("name", "file", limit=200), data=raw)
 
 
 def _image_in(obj: Any, where: str) -> PortableImage:
     r = _Reader(obj, where)
     code, message = r.error()
-    data = r.obj.get("data")
-    raw = None
-    if data is not None:
-        if not isinstance(data, str):
-            raise ImportFileInvalid(f"{where}: “data” must be base64 text.")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImportFileInvalid(f"{where}: “data” is not valid base64.") from None
+    raw = _data_in(r.obj, where)
     content_type = r.text("content_type", "image/png")
     if raw is not None and content_type not in {
         "image/png",
