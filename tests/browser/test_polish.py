@@ -322,6 +322,8 @@ def test_copy_as_markdown_and_as_text(page, site):
     assert page.locator(".msg-user .msg-copy-md").is_hidden()
 
     page.click(".msg-assistant .msg-copy")
+    # the copy is asynchronous: wait for the button to say it is done
+    page.wait_for_selector(".msg-assistant .msg-copy:has-text('Copied')")
     text = page.evaluate("() => navigator.clipboard.readText()")
     assert text.startswith("A bold claim with $x^2$:")
     assert "**" not in text and "```" not in text and "Copy code" not in text
